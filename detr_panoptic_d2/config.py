@@ -1,0 +1,96 @@
+"""Config keys of the DETR panoptic plugin: ``add_detr_panoptic_config(cfg)``.
+
+Call it on a fresh ``get_cfg()`` before ``merge_from_file``. Defaults reproduce the paper's
+R50 panoptic model (Carion et al., ECCV 2020, section 4.4) on COCO panoptic.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_detr_panoptic_config(cfg):
+    """Adds the MODEL.DETR, INPUT.DETR and SOLVER keys this project reads, in place."""
+    cfg.MODEL.DETR = CN()
+    # Number of classes, things and stuff together, in the dataset's contiguous ids
+    # (COCO panoptic: 80 things + 53 stuff). The class head has NUM_CLASSES + 1 outputs,
+    # the last one being "no object".
+    cfg.MODEL.DETR.NUM_CLASSES = 133
+    # N, the number of object queries (box embeddings) the decoder produces.
+    cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 100
+    # d, the transformer width; also the channels of the encoded image.
+    cfg.MODEL.DETR.HIDDEN_DIM = 256
+    # Attention heads of every encoder and decoder attention layer.
+    cfg.MODEL.DETR.NHEADS = 8
+    # Hidden width of the transformer's feed-forward blocks.
+    cfg.MODEL.DETR.DIM_FEEDFORWARD = 2048
+    cfg.MODEL.DETR.ENC_LAYERS = 6
+    cfg.MODEL.DETR.DEC_LAYERS = 6
+    # Dropout inside the transformer (attention weights, feed-forward, residuals).
+    cfg.MODEL.DETR.DROPOUT = 0.1
+    # False: post-norm layers as in the paper; True: LayerNorm before each sub-layer.
+    cfg.MODEL.DETR.PRE_NORM = False
+    # Positional encoding of the res5 grid: "sine" (paper, padding-aware) or "learned".
+    cfg.MODEL.DETR.POSITION_EMBEDDING = "sine"
+    # Auxiliary losses on every decoder layer's output (paper: True).
+    cfg.MODEL.DETR.DEEP_SUPERVISION = True
+    # The registered Detectron2 backbone that DetrBackbone wraps (MODEL.BACKBONE.NAME must be
+    # "DetrBackbone"); it is built from the same cfg, so MODEL.RESNETS.* configure the default.
+    cfg.MODEL.DETR.BACKBONE = "build_resnet_backbone"
+    # Path of a box-only checkpoint whose detector (backbone, transformer, class and box
+    # heads) is loaded and frozen; only the mask head then trains (the paper's second stage).
+    # Empty: nothing is frozen.
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+
+    # Loss weights of the set criterion (paper values).
+    cfg.MODEL.DETR.CLASS_WEIGHT = 1.0
+    # Weight of the "no object" class in the classification cross-entropy.
+    cfg.MODEL.DETR.NO_OBJECT_WEIGHT = 0.1
+    cfg.MODEL.DETR.L1_WEIGHT = 5.0
+    cfg.MODEL.DETR.GIOU_WEIGHT = 2.0
+    # Sigmoid focal loss on matched masks.
+    cfg.MODEL.DETR.MASK_WEIGHT = 1.0
+    cfg.MODEL.DETR.DICE_WEIGHT = 1.0
+    cfg.MODEL.DETR.FOCAL_ALPHA = 0.25
+    cfg.MODEL.DETR.FOCAL_GAMMA = 2.0
+    # Costs of the Hungarian matcher (paper: class 1, L1 5, GIoU 2).
+    cfg.MODEL.DETR.COST_CLASS = 1.0
+    cfg.MODEL.DETR.COST_L1 = 5.0
+    cfg.MODEL.DETR.COST_GIOU = 2.0
+
+    cfg.MODEL.DETR.MASK_HEAD = CN()
+    # Registered name in DETR_MASK_HEAD_REGISTRY of the head that turns box embeddings and
+    # backbone features into per-query mask logits.
+    cfg.MODEL.DETR.MASK_HEAD.NAME = "DetrMaskHead"
+    # M, heads of the attention map of box embeddings over the encoded image.
+    cfg.MODEL.DETR.MASK_HEAD.NHEADS = 8
+    # False: the head runs only on queries whose masks are used (matched queries in training,
+    # queries kept for the requested outputs in inference); outputs are identical.
+    # True: it runs on all N queries, as the reference implementation does.
+    cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = False
+
+    cfg.MODEL.DETR.TEST = CN()
+    # A query enters the panoptic output when its best class probability, "no object"
+    # excluded, is above this (reference: 0.85).
+    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.85
+    # Segments covering at most this many pixels are dropped, repeatedly, until none is
+    # left (reference: 4).
+    cfg.MODEL.DETR.TEST.SMALL_SEGMENT_AREA = 4
+    # Which inference outputs to produce; each needs MODEL.MASK_ON except INSTANCES_ON,
+    # which then gives boxes only.
+    cfg.MODEL.DETR.TEST.PANOPTIC_ON = True
+    # Things as Instances (pred_boxes, scores, pred_classes, pred_masks) for COCOEvaluator;
+    # uses every query predicting a thing class (at most TEST.DETECTIONS_PER_IMAGE).
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = False
+    # Per-class scores (C x H x W) for SemSegEvaluator, from every query's mask.
+    cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
+
+    # DETR's training augmentation: with probability CROP.PROB (ours), resize the shortest
+    # edge to one of INPUT.DETR.CROP_PRE_RESIZE, crop with INPUT.CROP, then the usual
+    # multi-scale resize (INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN).
+    cfg.INPUT.DETR = CN()
+    cfg.INPUT.DETR.CROP_PRE_RESIZE = [400, 500, 600]
+    cfg.INPUT.CROP.PROB = 0.5
+
+    # AdamW with a lower learning rate for the backbone (paper: 1e-4 and 1e-5).
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    # Backbone learning rate = BASE_LR * BACKBONE_MULTIPLIER.
+    cfg.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    return cfg
