@@ -34,6 +34,11 @@ def add_detr_panoptic_config(cfg):
     # The registered Detectron2 backbone that DetrBackbone wraps (MODEL.BACKBONE.NAME must be
     # "DetrBackbone"); it is built from the same cfg, so MODEL.RESNETS.* configure the default.
     cfg.MODEL.DETR.BACKBONE = "build_resnet_backbone"
+    # The backbone output the transformer reads (projected to HIDDEN_DIM by a 1x1 conv).
+    cfg.MODEL.DETR.IN_FEATURE = "res5"
+    # With MODEL.RESNETS.RES5_DILATION 2 (DC5), keep the first res5 block undilated as
+    # torchvision (and so DETR's DC5 checkpoints) does; Detectron2 dilates every block.
+    cfg.MODEL.DETR.TORCHVISION_DILATION = True
     # Path of a box-only checkpoint whose detector (backbone, transformer, class and box
     # heads) is loaded and frozen; only the mask head then trains (the paper's second stage).
     # Empty: nothing is frozen.
@@ -61,6 +66,9 @@ def add_detr_panoptic_config(cfg):
     cfg.MODEL.DETR.MASK_HEAD.NAME = "DetrMaskHead"
     # M, heads of the attention map of box embeddings over the encoded image.
     cfg.MODEL.DETR.MASK_HEAD.NHEADS = 8
+    # Backbone outputs the FPN-style head adds back, coarse to fine; the output stride of
+    # the mask logits is the stride of the last one.
+    cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES = ["res4", "res3", "res2"]
     # False: the head runs only on queries whose masks are used (matched queries in training,
     # queries kept for the requested outputs in inference); outputs are identical.
     # True: it runs on all N queries, as the reference implementation does.

@@ -1,0 +1,106 @@
+"""Step 7: the mask head, turning box embeddings into per-object mask logits at stride 4.
+
+``DETR_MASK_HEAD_REGISTRY`` holds mask heads; ``MODEL.DETR.MASK_HEAD.NAME`` picks one. The
+default, ``DetrMaskHead``, is DETR's: the multi-head attention map (step 6) followed by the
+FPN-style convolutional head below. Both parts are modules of their own for reuse.
+
+Every head treats each object independently (GroupNorm normalizes per sample), so running it
+on a subset of the queries gives exactly those queries' rows of the all-query result.
+"""
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import ShapeSpec
+from detectron2.utils.registry import Registry
+from torch import nn
+
+from .attention_map import MultiHeadAttentionMap
+
+DETR_MASK_HEAD_REGISTRY = Registry("DETR_MASK_HEAD")
+DETR_MASK_HEAD_REGISTRY.__doc__ = """
+Mask heads of DetrPanoptic. A head is built as ``head(cfg, input_shape)`` with the backbone's
+``output_shape()`` and is called as ``head(queries, batch_idx, memory, memory_mask,
+projected, features)`` (see DetrMaskHead.forward), returning T x H/4 x W/4 mask logits.
+"""
+
+
+def _conv_gn_relu(in_channels, out_channels):
+    """3x3 conv + GroupNorm (8 groups, fewer for narrow layers) + ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        nn.GroupNorm(min(8, out_channels), out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class FPNMaskHead(nn.Module):
+    """DETR's FPN-style head: attention maps + projected res5 -> mask logits at the finest level.
+
+    Widths follow DETR: with hidden dim d and M heads, the input has d + M channels, then
+    d/2, d/4, d/8, d/16 after each stage. ``fpn_channels`` are the channels of the skip
+    features from coarse to fine (res4, res3, res2 for ResNet), read off the backbone.
+    """
+
+    def __init__(self, hidden_dim, num_heads, fpn_channels: List[int]):
+        super().__init__()
+        if len(fpn_channels) != 3:
+            raise ValueError(f"FPNMaskHead takes 3 skip features (coarse to fine), got {len(fpn_channels)}")
+        in_dim = hidden_dim + num_heads
+        widths = [hidden_dim // 2, hidden_dim // 4, hidden_dim // 8, hidden_dim // 16]
+        if widths[-1] < 1:
+            raise ValueError(f"MODEL.DETR.HIDDEN_DIM={hidden_dim} is too small for the mask head (needs >= 16)")
+        self.lay1 = _conv_gn_relu(in_dim, in_dim)
+        self.lay2 = _conv_gn_relu(in_dim, widths[0])
+        self.adapters = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(fpn_channels, widths[:3]))
+        self.refines = nn.ModuleList(_conv_gn_relu(w_in, w_out) for w_in, w_out in zip(widths[:3], widths[1:]))
+        self.out_lay = nn.Conv2d(widths[-1], 1, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                nn.init.constant_(m.bias, 0)
+
+    def forward(self, attention_maps, batch_idx, projected, skips):
+        """attention_maps: T x M x h x w; batch_idx: T long (image of each object);
+        projected: B x d x h x w (1x1-projected res5); skips: 3 maps B x C_k x H_k x W_k,
+        coarse to fine. Returns T x H_fine x W_fine mask logits."""
+        x = torch.cat([projected[batch_idx], attention_maps], dim=1)
+        x = self.lay2(self.lay1(x))
+        for adapter, refine, skip in zip(self.adapters, self.refines, skips):
+            skip = adapter(skip)[batch_idx]
+            x = refine(skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
+        return self.out_lay(x).squeeze(1)
+
+
+@DETR_MASK_HEAD_REGISTRY.register()
+class DetrMaskHead(nn.Module):
+    """Attention map (step 6) + FPN-style head (step 7), DETR's panoptic mask head."""
+
+    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+        super().__init__()
+        hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
+        num_heads = cfg.MODEL.DETR.MASK_HEAD.NHEADS
+        self.in_features = list(cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES)
+        missing = [f for f in self.in_features if f not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.DETR.MASK_HEAD.IN_FEATURES {missing} are not backbone outputs "
+                f"({sorted(input_shape)}); check MODEL.RESNETS.OUT_FEATURES"
+            )
+        self.attention_map = MultiHeadAttentionMap(hidden_dim, hidden_dim, num_heads)
+        self.fpn = FPNMaskHead(hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features])
+        self.stride = input_shape[self.in_features[-1]].stride
+
+    def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
+        """queries: T x d box embeddings of the objects to segment; batch_idx: T long;
+        memory: B x d x h x w encoded images; memory_mask: B x h x w bool;
+        projected: B x d x h x w projected res5; features: backbone maps by name.
+
+        Returns T x H/s x W/s mask logits, s = stride of the finest skip feature (4)."""
+        maps = self.attention_map(queries, batch_idx, memory, memory_mask)
+        return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features])
+
+
+def build_mask_head(cfg, input_shape):
+    """Builds the mask head named by MODEL.DETR.MASK_HEAD.NAME."""
+    return DETR_MASK_HEAD_REGISTRY.get(cfg.MODEL.DETR.MASK_HEAD.NAME)(cfg, input_shape)

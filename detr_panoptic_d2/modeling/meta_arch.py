@@ -1,0 +1,377 @@
+"""``DetrPanoptic``: DETR's panoptic segmentation as a Detectron2 meta-architecture.
+
+An image goes through (see DESIGN.md, "The pipeline, step by step"):
+
+1. ``backbone`` (DetrBackbone): res2..res5, padding masks, positional encoding of res5;
+2. ``input_proj``: 1x1 conv of res5 to the transformer width d;
+3. ``transformer.encoder``: the **encoded image** (memory), d x H/32 x W/32;
+4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer;
+5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h);
+6-7. ``mask_head``: attention maps of the box embeddings over the encoded image, then the
+   FPN-style head -> mask logits at stride 4, only for the queries whose masks are used;
+8. ``postprocessing``: argmax over the kept queries' masks -> the panoptic map.
+"""
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.structures import ImageList
+from torch import nn
+from torchvision.ops import box_convert
+
+from ..checkpoint.safe_load import load_model_state
+from . import postprocessing
+from .criterion import SetCriterion, matched_pairs
+from .mask_head import build_mask_head
+from .matcher import HungarianMatcher
+from .transformer import Transformer
+
+
+class MLP(nn.Module):
+    """Linear layers with ReLU between them (the 3-layer box head)."""
+
+    def __init__(self, input_dim, hidden_dim, output_dim, num_layers):
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
+
+    def forward(self, x):
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
+        return x
+
+
+@dataclass
+class DetrOutputs:
+    """Steps 1-5 for a batch of B padded images (L decoder layers, N queries, K classes).
+
+    logits: L x B x N x (K+1); boxes: L x B x N x 4 (normalized cx, cy, w, h);
+    box_embeddings: L x B x N x d; memory: B x d x h x w encoded images;
+    memory_mask: B x h x w (True = padding); projected: B x d x h x w projected res5;
+    features: the backbone's maps by name.
+    """
+
+    logits: torch.Tensor
+    boxes: torch.Tensor
+    box_embeddings: torch.Tensor
+    memory: torch.Tensor
+    memory_mask: torch.Tensor
+    projected: torch.Tensor
+    features: Dict[str, torch.Tensor]
+
+
+def _thing_ids(cfg):
+    """Contiguous ids of thing classes, from the metadata of the first test (else train) dataset,
+    or None when no dataset is configured."""
+    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
+    if not names:
+        return None
+    meta = MetadataCatalog.get(names[0])
+    if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+        raise ValueError(
+            f"Dataset {names[0]!r} has no thing_dataset_id_to_contiguous_id metadata; DetrPanoptic needs "
+            "it to tell things from stuff (register the dataset with register_coco_panoptic)"
+        )
+    ids = sorted(meta.thing_dataset_id_to_contiguous_id.values())
+    ids += sorted(getattr(meta, "stuff_dataset_id_to_contiguous_id", {}).values())
+    if ids and max(ids) >= cfg.MODEL.DETR.NUM_CLASSES:
+        raise ValueError(
+            f"Dataset {names[0]!r} has contiguous class ids up to {max(ids)}, but "
+            f"MODEL.DETR.NUM_CLASSES={cfg.MODEL.DETR.NUM_CLASSES}; set it to {max(ids) + 1}"
+        )
+    return sorted(meta.thing_dataset_id_to_contiguous_id.values())
+
+
+@META_ARCH_REGISTRY.register()
+class DetrPanoptic(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone,
+        transformer: Transformer,
+        num_classes: int,
+        num_queries: int,
+        in_feature: str,
+        criterion: SetCriterion,
+        mask_head=None,
+        pixel_mean,
+        pixel_std,
+        deep_supervision=True,
+        frozen_weights="",
+        all_queries=False,
+        thing_ids=None,
+        object_score_thresh=0.85,
+        small_segment_area=4,
+        panoptic_on=True,
+        instances_on=False,
+        semantic_on=False,
+        detections_per_image=100,
+    ):
+        super().__init__()
+        hidden_dim = transformer.d_model
+        self.backbone = backbone
+        self.in_feature = in_feature
+        self.input_proj = nn.Conv2d(backbone.output_shape()[in_feature].channels, hidden_dim, 1)
+        self.transformer = transformer
+        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.mask_head = mask_head
+        self.criterion = criterion
+        self.num_classes = num_classes
+        self.deep_supervision = deep_supervision
+        self.all_queries = all_queries
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        is_thing = torch.zeros(num_classes, dtype=torch.bool)
+        if thing_ids is not None:
+            is_thing[list(thing_ids)] = True
+        self.register_buffer("is_thing", is_thing, False)
+        self.has_class_metadata = thing_ids is not None
+        if small_segment_area < 0:
+            raise ValueError(f"MODEL.DETR.TEST.SMALL_SEGMENT_AREA must be >= 0, got {small_segment_area}")
+        if mask_head is None and (panoptic_on or semantic_on):
+            raise ValueError(
+                "MODEL.DETR.TEST.PANOPTIC_ON and SEMANTIC_ON need masks: set MODEL.MASK_ON True, "
+                "or turn them off for a box-only model"
+            )
+        self.object_score_thresh = object_score_thresh
+        self.small_segment_area = small_segment_area
+        self.panoptic_on = panoptic_on
+        self.instances_on = instances_on
+        self.semantic_on = semantic_on
+        self.detections_per_image = detections_per_image
+        self.frozen_detector = bool(frozen_weights)
+        if self.frozen_detector:
+            self.freeze_detector(frozen_weights)
+
+    @classmethod
+    def from_config(cls, cfg):
+        d = cfg.MODEL.DETR
+        backbone = build_backbone(cfg)
+        matcher = HungarianMatcher(d.COST_CLASS, d.COST_L1, d.COST_GIOU)
+        criterion = SetCriterion(
+            d.NUM_CLASSES,
+            matcher,
+            class_weight=d.CLASS_WEIGHT,
+            no_object_weight=d.NO_OBJECT_WEIGHT,
+            l1_weight=d.L1_WEIGHT,
+            giou_weight=d.GIOU_WEIGHT,
+            mask_weight=d.MASK_WEIGHT,
+            dice_weight=d.DICE_WEIGHT,
+            focal_alpha=d.FOCAL_ALPHA,
+            focal_gamma=d.FOCAL_GAMMA,
+        )
+        transformer = Transformer(
+            d_model=d.HIDDEN_DIM,
+            nhead=d.NHEADS,
+            num_encoder_layers=d.ENC_LAYERS,
+            num_decoder_layers=d.DEC_LAYERS,
+            dim_feedforward=d.DIM_FEEDFORWARD,
+            dropout=d.DROPOUT,
+            pre_norm=d.PRE_NORM,
+        )
+        return {
+            "backbone": backbone,
+            "transformer": transformer,
+            "num_classes": d.NUM_CLASSES,
+            "num_queries": d.NUM_OBJECT_QUERIES,
+            "in_feature": d.IN_FEATURE,
+            "criterion": criterion,
+            "mask_head": build_mask_head(cfg, backbone.output_shape()) if cfg.MODEL.MASK_ON else None,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "deep_supervision": d.DEEP_SUPERVISION,
+            "frozen_weights": d.FROZEN_WEIGHTS,
+            "all_queries": d.MASK_HEAD.ALL_QUERIES,
+            "thing_ids": _thing_ids(cfg),
+            "object_score_thresh": d.TEST.OBJECT_SCORE_THRESH,
+            "small_segment_area": d.TEST.SMALL_SEGMENT_AREA,
+            "panoptic_on": d.TEST.PANOPTIC_ON,
+            "instances_on": d.TEST.INSTANCES_ON,
+            "semantic_on": d.TEST.SEMANTIC_ON,
+            "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def detector_parameters(self):
+        """(name, parameter) of everything but the mask head: what stage 2 freezes."""
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("mask_head.")]
+
+    def freeze_detector(self, path):
+        """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
+        detector_keys = {k for k in self.state_dict() if not k.startswith("mask_head.")}
+        state = {k: v for k, v in load_model_state(path).items() if not k.startswith("mask_head.")}
+        missing = sorted(detector_keys - state.keys())
+        unexpected = sorted(state.keys() - detector_keys)
+        if missing or unexpected:
+            raise KeyError(
+                f"MODEL.DETR.FROZEN_WEIGHTS={path!r} does not fit this detector: missing keys {missing[:10]}"
+                f"{'...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
+                f"{'...' if len(unexpected) > 10 else ''}"
+            )
+        self.load_state_dict(state, strict=False)
+        for _, p in self.detector_parameters():
+            p.requires_grad_(False)
+
+    def preprocess_image(self, batched_inputs):
+        """Normalizes and pads the images. Returns (ImageList, padding mask B x H x W bool)."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        mask = torch.ones(images.tensor.shape[0], *images.tensor.shape[-2:], dtype=torch.bool, device=self.device)
+        for m, (h, w) in zip(mask, images.image_sizes):
+            m[:h, :w] = False
+        return images, mask
+
+    def detect(self, images, padding_mask):
+        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs."""
+        feats = self.backbone(images, padding_mask)
+        projected = self.input_proj(feats.features[self.in_feature])
+        memory_mask = feats.masks[self.in_feature]
+        box_embeddings, memory = self.transformer(projected, memory_mask, self.query_embed.weight, feats.pos)
+        return DetrOutputs(
+            logits=self.class_embed(box_embeddings),
+            boxes=self.bbox_embed(box_embeddings).sigmoid(),
+            box_embeddings=box_embeddings,
+            memory=memory,
+            memory_mask=memory_mask,
+            projected=projected,
+            features=feats.features,
+        )
+
+    def segment(self, out: DetrOutputs, batch_idx, query_idx):
+        """Steps 6-7 for the given (image, query) pairs: T x H/4 x W/4 mask logits.
+
+        With MODEL.DETR.MASK_HEAD.ALL_QUERIES the head runs on every query, as the reference
+        does, and the requested rows are picked from that (same values)."""
+        embeddings = out.box_embeddings[-1]
+        if self.all_queries:
+            b, n = embeddings.shape[:2]
+            every = torch.arange(b, device=embeddings.device).repeat_interleave(n)
+            masks = self.mask_head(embeddings.flatten(0, 1), every, out.memory, out.memory_mask, out.projected, out.features)
+            return masks[batch_idx * n + query_idx]
+        return self.mask_head(
+            embeddings[batch_idx, query_idx], batch_idx, out.memory, out.memory_mask, out.projected, out.features
+        )
+
+    def forward(self, batched_inputs: List[dict]):
+        """batched_inputs: Detectron2 dicts with "image" (C x H x W, INPUT.FORMAT), "height",
+        "width", and in training "instances" (gt_classes, gt_boxes, gt_masks).
+
+        Training: returns the weighted loss dict. Inference: a list with, per image, the outputs
+        turned on by MODEL.DETR.TEST.*_ON: "panoptic_seg" (H x W int32, segments_info),
+        "instances" and "sem_seg" (K x H x W), all in the original "height" x "width".
+        """
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        if self.training:
+            return self.losses(batched_inputs, images, padding_mask)
+        out = self.detect(images.tensor, padding_mask)
+        return self.inference(batched_inputs, images, out)
+
+    def losses(self, batched_inputs, images, padding_mask):
+        targets = self.prepare_targets(batched_inputs, images)
+        with torch.set_grad_enabled(not self.frozen_detector):
+            out = self.detect(images.tensor, padding_mask)
+        num_boxes = self.criterion.num_boxes(targets, self.device)
+        losses = {}
+        if self.frozen_detector:
+            indices = self.criterion.matcher(out.logits[-1], out.boxes[-1], targets)
+        else:
+            indices, losses = self.criterion.layer_losses(out.logits[-1], out.boxes[-1], targets, num_boxes)
+            if self.deep_supervision:
+                for i in range(len(out.logits) - 1):
+                    _, aux = self.criterion.layer_losses(out.logits[i], out.boxes[i], targets, num_boxes, f"_{i}")
+                    losses.update(aux)
+        if self.mask_head is not None:
+            batch_idx, query_idx = matched_pairs(indices)
+            mask_logits = self.segment(out, batch_idx.to(self.device), query_idx.to(self.device))
+            target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+            losses.update(self.criterion.mask_losses(mask_logits, target_masks, num_boxes))
+        return losses
+
+    def prepare_targets(self, batched_inputs, images):
+        """Per image: "labels" (n), "boxes" (n x 4 cxcywh normalized by the image size) and
+        "masks" (n x H x W bool, padded to the batch size)."""
+        targets = []
+        padded = images.tensor.shape[-2:]
+        for x, (h, w) in zip(batched_inputs, images.image_sizes):
+            inst = x["instances"].to(self.device)
+            boxes = box_convert(inst.gt_boxes.tensor, "xyxy", "cxcywh") / inst.gt_boxes.tensor.new_tensor([w, h, w, h])
+            masks = inst.gt_masks.tensor if hasattr(inst.gt_masks, "tensor") else inst.gt_masks
+            masks = F.pad(masks.to(torch.bool), (0, padded[1] - masks.shape[-1], 0, padded[0] - masks.shape[-2]))
+            targets.append({"labels": inst.gt_classes, "boxes": boxes, "masks": masks})
+        return targets
+
+    @torch.no_grad()
+    def inference(self, batched_inputs, images, out: DetrOutputs):
+        """Turns the last decoder layer's predictions into per-image Detectron2 results."""
+        if (self.panoptic_on or self.instances_on) and not self.has_class_metadata:
+            raise ValueError(
+                "Panoptic and instance outputs need to know which classes are things: set DATASETS.TEST "
+                "(or DATASETS.TRAIN) to a registered panoptic dataset"
+            )
+        logits, boxes = out.logits[-1], out.boxes[-1]
+        self._check_finite(batched_inputs, logits, boxes)
+        kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
+        every_query = self.instances_on or self.semantic_on or self.all_queries
+        mask_logits = self._masks_for_inference(out, kept, every_query) if self.mask_head is not None else None
+        results = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            result = {}
+            if mask_logits is not None:
+                stride = self.mask_head.stride
+                valid_masks = mask_logits[i][:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]
+            if self.panoptic_on:
+                keep, scores, classes = kept[i]
+                result["panoptic_seg"] = postprocessing.panoptic_merge(
+                    valid_masks[keep] if every_query else valid_masks,
+                    scores[keep],
+                    classes[keep],
+                    self.is_thing,
+                    image_size,
+                    output_size,
+                    self.small_segment_area,
+                )
+            if self.instances_on:
+                result["instances"] = postprocessing.instance_results(
+                    logits[i], boxes[i], mask_logits[i] if mask_logits is not None else None, self.is_thing,
+                    images.tensor.shape[-2:], image_size, output_size, self.detections_per_image,
+                )
+            if self.semantic_on:
+                result["sem_seg"] = postprocessing.semantic_results(logits[i], valid_masks, output_size)
+            results.append(result)
+        return results
+
+    def _masks_for_inference(self, out, kept, every_query):
+        """Mask logits per image (a list of B tensors, rows x H/4 x W/4): of every query when
+        ``every_query`` (instance or semantic output, or ALL_QUERIES), else of the kept ones."""
+        b, n = out.logits.shape[1:3]
+        device = out.logits.device
+        if every_query:
+            batch_idx = torch.arange(b, device=device).repeat_interleave(n)
+            query_idx = torch.arange(n, device=device).repeat(b)
+        else:
+            pairs = [(keep.nonzero()[:, 0], i) for i, (keep, _, _) in enumerate(kept)]
+            query_idx = torch.cat([q for q, _ in pairs])
+            batch_idx = torch.cat([torch.full_like(q, i) for q, i in pairs])
+        masks = self.segment(out, batch_idx, query_idx)
+        return list(masks.split(torch.bincount(batch_idx, minlength=b).tolist()))
+
+    @staticmethod
+    def _check_finite(batched_inputs, logits, boxes):
+        bad = ~(torch.isfinite(logits).flatten(1).all(1) & torch.isfinite(boxes).flatten(1).all(1))
+        if bad.any():
+            names = [batched_inputs[i].get("file_name", f"batch item {i}") for i in bad.nonzero()[:, 0].tolist()]
+            raise FloatingPointError(
+                f"DetrPanoptic produced NaN/Inf predictions for {names}: the weights (MODEL.WEIGHTS) or "
+                "the input images contain non-finite values"
+            )

@@ -1,0 +1,140 @@
+"""Step 8: from per-query predictions to Detectron2's outputs, in the original image size.
+
+``panoptic_merge`` follows the reference (DETR's PostProcessPanoptic) step by step: kept
+queries' mask logits are upsampled to the network's input size, a pixel-wise argmax picks one
+query per pixel, the id map is resized to the original size with PIL's nearest-neighbour
+rule, stuff queries of one class are merged, and segments of at most ``small_area`` pixels are
+dropped, repeating until none is. Instances and semantic scores are DETR's and
+Mask2Former's conventions for COCOEvaluator and SemSegEvaluator.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.structures import Boxes, Instances
+from torchvision.ops import box_convert
+
+
+def select_queries(logits, threshold):
+    """logits: N x (K+1). Returns (keep N bool, scores N, classes N) with the reference's rule:
+    the most likely class over all K+1 is not "no object" and its probability > threshold."""
+    scores, classes = logits.softmax(-1).max(-1)
+    keep = (classes != logits.shape[-1] - 1) & (scores > threshold)
+    return keep, scores, classes
+
+
+def _pil_nearest_indices(n_in, n_out):
+    """Source index of each output pixel under PIL's NEAREST resize along one axis.
+
+    PIL walks the output accumulating the scale in double precision; the same running sum
+    (a sequential cumsum) gives bit-identical picks, which matters on exact ties.
+    """
+    scale = n_in / n_out
+    steps = np.full(n_out, scale)
+    steps[0] = 0.5 * scale
+    return torch.from_numpy(np.minimum(np.cumsum(steps).astype(np.int64), n_in - 1))
+
+
+def resize_ids_nearest(ids, size):
+    """ids: h x w integer map -> size (H, W), PIL NEAREST semantics."""
+    rows = _pil_nearest_indices(ids.shape[0], size[0]).to(ids.device)
+    cols = _pil_nearest_indices(ids.shape[1], size[1]).to(ids.device)
+    return ids[rows][:, cols]
+
+
+def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_size, small_area):
+    """Merges kept queries into one panoptic map.
+
+    mask_logits: T x h' x w' logits of the kept queries over the image's valid region at the
+        mask stride; scores, classes: T (contiguous class ids); is_thing: K bool.
+    image_size: (h, w) of the network input; output_size: (H, W) of the original image.
+    Returns (panoptic_seg H x W int32 with 0 = void and segments numbered from 1,
+    segments_info list of {"id", "isthing", "category_id", "score", "area"}).
+    """
+    empty = torch.zeros(output_size, dtype=torch.int32, device=mask_logits.device)
+    if mask_logits.shape[0] == 0:
+        return empty, []
+    masks = F.interpolate(mask_logits[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
+    alive = torch.arange(len(classes), device=masks.device)
+    first_round = True
+    while len(alive):
+        ids = resize_ids_nearest(masks[alive].argmax(0), output_size)
+        area = torch.bincount(ids.flatten(), minlength=len(alive))
+        if first_round:
+            area = _merge_stuff_areas(area, classes[alive], is_thing)
+            first_round = False
+        small = area <= small_area
+        if not small.any():
+            break
+        alive = alive[~small]
+    if not len(alive):
+        return empty, []
+    segments_info = [
+        {
+            "id": i + 1,
+            "isthing": bool(is_thing[classes[q]]),
+            "category_id": int(classes[q]),
+            "score": float(scores[q]),
+            "area": int(area[i]),
+        }
+        for i, q in enumerate(alive.tolist())
+    ]
+    return (ids + 1).to(torch.int32), segments_info
+
+
+def _merge_stuff_areas(area, classes, is_thing):
+    """The reference's stuff merge: every later query of a stuff class hands its pixels to the
+    first query of that class. Returns the areas after the merge (0 for the merged ones), which
+    makes them drop out with the small segments."""
+    area = area.clone()
+    for c in classes[~is_thing[classes]].unique():
+        group = (classes == c).nonzero()[:, 0]
+        area[group[0]] = area[group].sum()
+        area[group[1:]] = 0
+    return area
+
+
+def instance_results(logits, boxes, mask_logits, is_thing, padded_size, image_size, output_size, topk):
+    """Things as Detectron2 Instances, DETR's box/segm evaluation convention.
+
+    logits: N x (K+1); boxes: N x 4 normalized cxcywh; mask_logits: N x h' x w' logits over
+    the padded batch at the mask stride, or None (box-only model); is_thing: K bool.
+    Every query whose best real class is a thing is a detection (top ``topk`` by score).
+    Masks: logits upsampled to the padded size, > 0, cropped to ``image_size``, then
+    nearest-resized to ``output_size``.
+    """
+    scores, classes = logits.softmax(-1)[:, :-1].max(-1)
+    candidates = is_thing[classes].nonzero()[:, 0]
+    order = scores[candidates].argsort(descending=True)[:topk]
+    idx = candidates[order]
+    result = Instances(output_size)
+    h, w = output_size
+    xyxy = box_convert(boxes[idx], "cxcywh", "xyxy") * boxes.new_tensor([w, h, w, h])
+    result.pred_boxes = Boxes(xyxy)
+    result.scores = scores[idx]
+    result.pred_classes = classes[idx]
+    if mask_logits is not None:
+        result.pred_masks = _binary_masks(mask_logits[idx], padded_size, image_size, output_size)
+    return result
+
+
+def _binary_masks(mask_logits, padded_size, image_size, output_size, chunk=16):
+    """T x h' x w' logits -> T x H x W bool masks (chunked to bound peak memory)."""
+    out = []
+    for part in mask_logits.split(chunk):
+        up = F.interpolate(part[:, None], size=padded_size, mode="bilinear", align_corners=False)
+        binary = (up[:, :, : image_size[0], : image_size[1]] > 0).float()
+        out.append(F.interpolate(binary, size=output_size, mode="nearest")[:, 0] > 0.5)
+    if not out:
+        return torch.zeros((0, *output_size), dtype=torch.bool, device=mask_logits.device)
+    return torch.cat(out)
+
+
+def semantic_results(logits, mask_logits, output_size):
+    """Per-class scores C x H x W: sum over queries of p(class) * sigmoid(mask).
+
+    logits: N x (K+1); mask_logits: N x h' x w' over the image's valid region. The sum is
+    taken at the mask stride, then upsampled bilinearly to ``output_size``.
+    """
+    probs = logits.softmax(-1)[:, :-1]
+    scores = torch.einsum("qc,qhw->chw", probs, mask_logits.sigmoid())
+    return F.interpolate(scores[None], size=output_size, mode="bilinear", align_corners=False)[0]
