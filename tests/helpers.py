@@ -1,0 +1,62 @@
+"""Small configs, models and inputs shared by the tests (CPU, seconds per forward)."""
+import torch
+from detectron2.config import get_cfg
+from detectron2.structures import BitMasks, Boxes, Instances
+
+from detr_panoptic_d2 import add_detr_panoptic_config
+
+
+def tiny_cfg(num_classes=5, mask_on=True, dataset=None):
+    """An R18-like DETR panoptic config: d=64, 2+2 layers, 10 queries, CPU.
+
+    dataset: registered panoptic dataset whose metadata says which classes are things
+    (DATASETS.TEST); None leaves datasets unset (panoptic/instance inference then refuses).
+    """
+    cfg = get_cfg()
+    add_detr_panoptic_config(cfg)
+    cfg.merge_from_file("configs/Base-DETR-Panoptic.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.MASK_ON = mask_on
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.DETR.NUM_CLASSES = num_classes
+    cfg.MODEL.DETR.HIDDEN_DIM = 64
+    cfg.MODEL.DETR.NHEADS = 8
+    cfg.MODEL.DETR.DIM_FEEDFORWARD = 128
+    cfg.MODEL.DETR.ENC_LAYERS = 2
+    cfg.MODEL.DETR.DEC_LAYERS = 2
+    cfg.MODEL.DETR.NUM_OBJECT_QUERIES = 10
+    cfg.MODEL.DETR.DROPOUT = 0.0
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = (dataset,) if dataset else ()
+    if not mask_on:
+        cfg.MODEL.DETR.TEST.PANOPTIC_ON = False
+        cfg.MODEL.DETR.TEST.INSTANCES_ON = True
+    return cfg
+
+
+def make_input(height, width, classes=(), seed=0, with_targets=True):
+    """A Detectron2 input dict with a random uint8 image and, optionally, targets: one
+    rectangular segment per entry of ``classes`` (disjoint boxes, stacked left to right)."""
+    g = torch.Generator().manual_seed(seed)
+    x = {
+        "image": torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g),
+        "height": height,
+        "width": width,
+        "file_name": f"synthetic_{seed}.png",
+    }
+    if with_targets:
+        n = len(classes)
+        masks = torch.zeros(n, height, width, dtype=torch.bool)
+        boxes = []
+        for i in range(n):
+            x0, x1 = i * width // n, (i + 1) * width // n
+            y0, y1 = height // 4, 3 * height // 4
+            masks[i, y0:y1, x0:x1] = True
+            boxes.append([x0, y0, x1, y1])
+        inst = Instances((height, width))
+        inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+        inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        inst.gt_masks = BitMasks(masks)
+        x["instances"] = inst
+    return x
