@@ -7,6 +7,7 @@ Importing this package registers, in Detectron2's registries:
 - ``DETR_MASK_HEAD_REGISTRY`` (ours): ``DetrMaskHead``
 - ``DatasetCatalog``: ``shapes_panoptic_train``, ``shapes_panoptic_val``
 """
+from . import data
 from .config import add_detr_panoptic_config
 
 __version__ = "0.1.0"
