@@ -157,9 +157,9 @@ def test_metadata_follows_the_standard_convention(shapes):
     assert len(things) >= 3 and len(names) - len(things) >= 2
     assert set(meta.thing_dataset_id_to_contiguous_id) == things
     assert sorted(meta.thing_dataset_id_to_contiguous_id.values()) == list(range(len(things)))
-    assert sorted(meta.stuff_dataset_id_to_contiguous_id.values()) == list(
-        range(len(things), len(names))
-    )
+    # The stuff map covers every class (Mask2Former's convention) so SemSegEvaluator can
+    # score things too.
+    assert sorted(meta.stuff_dataset_id_to_contiguous_id.values()) == list(range(len(names)))
     assert meta.evaluator_type == "coco_panoptic_seg"
     assert (meta.ignore_label, meta.label_divisor) == (255, 1000)
     for key in ("panoptic_root", "panoptic_json", "json_file", "sem_seg_root", "image_root"):
@@ -244,12 +244,6 @@ def test_ground_truth_scores_ap_100_with_coco_evaluator(shapes):
     assert results["segm"]["AP"] == pytest.approx(100.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="SemSegEvaluator maps predicted labels through stuff_dataset_id_to_contiguous_id, "
-    "which under the coco_panoptic_standard convention lacks the thing classes",
-)
 def test_ground_truth_through_sem_seg_evaluator(shapes):
     # The default sem_seg_loading_fn of Detectron2 fails under NumPy 2 (np.array(copy=False)).
     evaluator = SemSegEvaluator(

@@ -3,8 +3,10 @@ errors, and registration on top of Detectron2's ``register_coco_panoptic``.
 
 Metadata follows Detectron2's ``coco_panoptic_standard`` convention (the one of
 ``coco_2017_val_panoptic``): contiguous ids 0..K-1 run over all K categories, things first;
-``thing_classes``/``stuff_classes`` (and ``*_colors``) both list all K; each
-``*_dataset_id_to_contiguous_id`` maps the dataset ids of its own kind.
+``thing_classes``/``stuff_classes`` (and ``*_colors``) both list all K;
+``thing_dataset_id_to_contiguous_id`` maps the things' dataset ids, and (as in Mask2Former)
+``stuff_dataset_id_to_contiguous_id`` maps all K, so that ``SemSegEvaluator``, which maps every
+predicted class through it, can score thing classes too. Things are told apart by the thing map.
 """
 
 import json
@@ -33,9 +35,7 @@ def panoptic_metadata(categories):
         "thing_dataset_id_to_contiguous_id": {
             c["id"]: i for i, c in enumerate(ordered) if c["isthing"]
         },
-        "stuff_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(ordered) if not c["isthing"]
-        },
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(ordered)},
     }
 
 
