@@ -34,6 +34,17 @@ def _conv_gn_relu(in_channels, out_channels):
     )
 
 
+def image_runs(batch_idx):
+    """batch_idx: T long -> [(image, start, end)], the runs of equal consecutive values
+    (one run per image when objects are grouped by image, as DetrPanoptic passes them).
+
+    Adding an image's feature map to its objects' rows run by run, broadcast, gives the same
+    values as adding ``features[batch_idx]`` without gathering a T-row copy of the map."""
+    images, counts = torch.unique_consecutive(batch_idx, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    return [(image, end - n, end) for image, n, end in zip(images.tolist(), counts.tolist(), ends)]
+
+
 class FPNMaskHead(nn.Module):
     """DETR's FPN-style head: attention maps + projected res5 -> mask logits at the finest level.
 
@@ -66,9 +77,13 @@ class FPNMaskHead(nn.Module):
         coarse to fine. Returns T x H_fine x W_fine mask logits."""
         x = torch.cat([projected[batch_idx], attention_maps], dim=1)
         x = self.lay2(self.lay1(x))
+        runs = image_runs(batch_idx)
         for adapter, refine, skip in zip(self.adapters, self.refines, skips):
-            skip = adapter(skip)[batch_idx]
-            x = refine(skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
+            skip = adapter(skip)
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            for image, start, end in runs:
+                x[start:end] += skip[image]
+            x = refine(x)
         return self.out_lay(x).squeeze(1)
 
 
