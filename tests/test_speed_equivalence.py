@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.modeling import build_model
 
+from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
 from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
 from detr_panoptic_d2.modeling.postprocessing import select_queries
 
@@ -109,6 +110,20 @@ def test_training_on_matched_queries_equals_all_queries(tmp_path, frozen):
     scale = max(g.abs().max().item() for g in grads_a.values())
     for k in grads_a:
         torch.testing.assert_close(grads_a[k], grads_b[k], rtol=1e-5, atol=1e-6 * scale, msg=k)
+
+
+def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
+    torch.manual_seed(0)
+    amap = MultiHeadAttentionMap(64, 64, 8)
+    queries = torch.randn(20, 64)
+    batch_idx = torch.tensor([0] * 9 + [1] * 11)
+    memory, mask = torch.randn(2, 64, 5, 7), torch.zeros(2, 5, 7, dtype=torch.bool)
+    mask[1, :, 5:] = True
+    full = amap(queries, batch_idx, memory, mask)
+    for t in range(1, 20):
+        assert torch.equal(amap(queries[-t:], batch_idx[-t:], memory, mask), full[-t:]), t
+    # It is still q_linear, up to rounding.
+    torch.testing.assert_close(amap._project_queries(queries), amap.q_linear(queries), rtol=1e-5, atol=1e-6)
 
 
 def _fpn_with_gathers(head, maps, batch_idx, projected, skips):
