@@ -148,13 +148,10 @@ def test_fpn_head_per_image_adds_equal_gathered_adds(batch_idx):
     maps = torch.randn(len(batch_idx), 8, 4, 5, requires_grad=True)
     projected = torch.randn(3, 64, 4, 5)
     skips = [torch.randn(3, 48, 8, 9), torch.randn(3, 32, 15, 18), torch.randn(3, 16, 30, 35)]
-    ours = head(maps, batch_idx, projected, skips)
-    ours.square().sum().backward()
-    grads_ours = [p.grad.clone() for p in head.parameters()] + [maps.grad.clone()]
-    head.zero_grad()
-    maps.grad = None
-    gathered = _fpn_with_gathers(head, maps, batch_idx, projected, skips)
-    gathered.square().sum().backward()
-    assert torch.equal(ours, gathered)
-    for a, b in zip(grads_ours, [p.grad for p in head.parameters()] + [maps.grad]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # in-place adds per run of rows
+        inference = head(maps, batch_idx, projected, skips)
+        gathered = _fpn_with_gathers(head, maps, batch_idx, projected, skips)
+    training = head(maps, batch_idx, projected, skips)  # with autograd: gathered adds
+    assert torch.equal(inference, gathered) and torch.equal(training, gathered)
+    training.sum().backward()
+    assert maps.grad.abs().sum() > 0 and head.adapters[0].weight.grad.abs().sum() > 0
