@@ -1,0 +1,75 @@
+"""The benchmark's outputs: a text table per task, and the environment it ran in."""
+import os
+import platform
+
+import torch
+from tabulate import tabulate
+
+MODE_LABELS = {False: "used queries (ours)", True: "all queries (reference)"}
+
+
+def mode_key(all_queries):
+    """The JSON key of a mask-head mode."""
+    return "all_queries" if all_queries else "used_queries"
+
+
+def environment(device):
+    """Where the benchmark ran: torch version, device name, CPU threads."""
+    env = {
+        "torch": torch.__version__,
+        "device": str(device),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.device(device).type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ms(summary):
+    return f"{1000 * summary['median']:.1f} [{1000 * summary['q1']:.1f}, {1000 * summary['q3']:.1f}]"
+
+
+def _ratio(a, b):
+    return f"x{b / a:.2f}" if a > 0 and b > 0 else ""
+
+
+def task_table(task):
+    """Text table of one task's section of the JSON report (see cli.run_benchmark)."""
+    modes = task["modes"]
+    keys = list(modes)
+    compare = len(keys) == 2
+    stage_names = list(dict.fromkeys(s for k in keys for s in modes[k]["stages"]))
+    headers = ["stage (ms: median [q1, q3])"] + [MODE_LABELS[modes[k]["all_queries"]] for k in keys]
+    if compare:
+        headers.append("all / ours")
+    zero = {"median": 0.0, "q1": 0.0, "q3": 0.0}
+    rows = []
+    for name in stage_names + ["total"]:
+        cells = [modes[k]["total"] if name == "total" else modes[k]["stages"].get(name, zero) for k in keys]
+        row = [name] + [_ms(c) for c in cells]
+        if compare:
+            row.append(_ratio(cells[0]["median"], cells[1]["median"]))
+        rows.append(row)
+    extra = [
+        ("images/s", "images_per_s", "{:.3f}"),
+        ("peak memory (MiB)", "peak_memory_mib", "{:.0f}"),
+        ("mask-head queries / image", "mask_head_queries_per_image", "{:g}"),
+        ("panoptic segments / image", "segments_per_image", "{:g}"),
+    ]
+    for label, field, fmt in extra:
+        if any(modes[k].get(field) is not None for k in keys):
+            rows.append([label] + [fmt.format(modes[k][field]) if modes[k].get(field) is not None else "" for k in keys])
+    return tabulate(rows, headers=headers, tablefmt="github")
