@@ -36,7 +36,8 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     cmd = [
         sys.executable, "tools/benchmark.py", "--config-file", "configs/coco/detr_R50_panoptic.yaml",
         "--size", "64", "96", "--compare-all-queries", "--kept-queries", "3", "--targets-per-image", "4",
-        "--warmup", "0", "--runs", "2", "--device", "cpu", "--json", str(out), *TINY_OPTS,
+        "--warmup", "0", "--runs", "2", "--device", "cpu", "--threads", "1", "--clock", "cpu", "--json", str(out),
+        *TINY_OPTS,
         # The config's stage-1 checkpoint does not exist: the tool writes one of its own weights.
         "MODEL.DETR.FROZEN_WEIGHTS", str(tmp_path / "missing.pth"),
         "MODEL.DETR.TEST.INSTANCES_ON", "False", "MODEL.DETR.TEST.SEMANTIC_ON", "False",
@@ -46,7 +47,8 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "outputs (panoptic_seg): identical" in proc.stdout and "| backbone" in proc.stdout
     report = json.loads(out.read_text())
-    assert report["image_size"] == [64, 96] and report["runs"] == 2 and report["environment"]["device"] == "cpu"
+    assert report["image_size"] == [64, 96] and report["runs"] == 2 and report["clock"] == "cpu"
+    assert report["environment"]["device"] == "cpu" and report["environment"]["torch_threads"] == 1
     assert report["model"]["kept_queries"] == 3 and report["model"]["frozen_detector"]
 
     inference = report["inference"]
@@ -83,6 +85,11 @@ def test_module_entry_point_has_help():
 def test_missing_config_file_is_named():
     with pytest.raises(FileNotFoundError, match="configs/nope.yaml"):
         main(["--config-file", "configs/nope.yaml", "--device", "cpu"])
+
+
+def test_cpu_clock_is_refused_for_a_gpu():
+    with pytest.raises(SystemExit, match="--clock cpu .* cuda"):
+        main(["--config-file", "configs/coco/detr_R50_panoptic.yaml", "--device", "cuda", "--clock", "cpu"])
 
 
 @pytest.mark.parametrize("k", [0, 1, 4, 10])

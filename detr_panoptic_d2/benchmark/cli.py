@@ -9,6 +9,7 @@ ratio and whether outputs, losses and gradients are identical. See ``--help``.
 import argparse
 import json
 import tempfile
+import time
 
 import torch
 
@@ -20,6 +21,7 @@ from .synthetic import synthetic_batch
 from .training import compare_training, run_training
 
 DEFAULT_KEPT_QUERIES = 15
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def argument_parser():
@@ -52,6 +54,12 @@ def argument_parser():
         help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast",
     )
     p.add_argument("--device", default="auto", help="'auto' (cuda when available, else cpu), 'cpu', 'cuda', ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="wall",
+        help="wall: elapsed time; cpu: the process's CPU time (CPU only), steadier than wall time on a "
+        "machine shared with other jobs, especially with --threads 1",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
@@ -80,6 +88,10 @@ def run_benchmark(args):
     """Runs what ``args`` (from argument_parser) asks for. Returns the JSON-able report."""
     _check_args(args)
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.clock == "cpu" and torch.device(device).type != "cpu":
+        raise SystemExit(f"--clock cpu measures CPU time and cannot time {device}; use --clock wall")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_cfg(args.config_file, args.opts, device)
     if args.amp != "none":
         cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
@@ -94,12 +106,13 @@ def run_benchmark(args):
             cfg, modes, kept_queries=_kept_queries(args, cfg), calibration_inputs=infer_inputs,
             workdir=workdir if training else None, seed=args.seed,
         )
-    common = {"warmup": args.warmup, "runs": args.runs, "device": device}
+    common = {"warmup": args.warmup, "runs": args.runs, "device": device, "clock": CLOCKS[args.clock]}
     report = {
         "config_file": args.config_file,
         "opts": list(args.opts),
         "image_size": [height, width],
         "amp": args.amp,
+        "clock": args.clock,
         "warmup": args.warmup,
         "runs": args.runs,
         "seed": args.seed,
@@ -152,7 +165,7 @@ def format_report(report):
     lines = [
         f"config {report['config_file']} {' '.join(report['opts'])}".rstrip(),
         f"device {env.get('gpu', env['cpu'])} ({env['device']}, {env['torch_threads']} CPU threads), "
-        f"torch {env['torch']}, amp {report['amp']}",
+        f"torch {env['torch']}, amp {report['amp']}, {report['clock']} clock",
         f"images {report['image_size'][0]}x{report['image_size'][1]}, weights: {model['weights']}, "
         f"kept queries: {model['kept_queries'] if model['kept_queries'] is not None else 'from the weights'}, "
         f"{report['warmup']} warm-up + {report['runs']} timed runs",

@@ -24,10 +24,10 @@ def inference_points(model):
     return points + [("postprocessing", (model, "inference"))]
 
 
-def run_inference(models, inputs, *, warmup, runs, device):
+def run_inference(models, inputs, *, warmup, runs, device, clock=None):
     """Times ``model(inputs)`` for each of ``models`` (key -> DetrPanoptic) in eval mode under
     torch.no_grad, as Detectron2's predictor and evaluator run it, the models taking turns
-    (mixed precision: the models' MODEL.DETR.TEST.AMP_DTYPE).
+    (mixed precision: the models' MODEL.DETR.TEST.AMP_DTYPE; clock: see StageTimer).
 
     Returns {key: (report, outputs of the last call)}: measure.measure's reports plus
     "segments_per_image" (panoptic segments in the last call's outputs)."""
@@ -36,7 +36,7 @@ def run_inference(models, inputs, *, warmup, runs, device):
         model.eval()
         contestants[key] = Contestant(model, inference_points(model), lambda timer, m=model: m(inputs), len(inputs))
     with torch.no_grad():
-        results = measure(contestants, warmup=warmup, runs=runs, device=device)
+        results = measure(contestants, warmup=warmup, runs=runs, device=device, clock=clock)
     for report, outputs in results.values():
         segments = [len(o["panoptic_seg"][1]) for o in outputs if "panoptic_seg" in o]
         report["segments_per_image"] = sum(segments) / len(segments) if segments else None

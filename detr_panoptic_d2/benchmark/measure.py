@@ -38,20 +38,20 @@ class Contestant:
     num_images: int
 
 
-def measure(contestants, *, warmup, runs, device):
+def measure(contestants, *, warmup, runs, device, clock=None):
     """Times several contestants (a dict key -> Contestant) alternately: ``warmup`` untimed
     rounds, then ``runs`` timed rounds, each round calling every contestant once, so that a
     busy machine slows all of them alike. Time no stage covers is reported as "other".
 
     Returns {key: (report, what its last step returned)}. A report has "all_queries" (the
-    model's mask-head mode), "total" and "stages" (summaries in seconds, see
-    stats.summarize), "images_per_s" (num_images / median total), "peak_memory_mib" and
-    "memory_kind" (highest over the timed runs, see memory.PeakMemory) and
-    "mask_head_queries_per_image" (of the last call).
+    model's mask-head mode), "total" and "stages" (summaries in seconds of ``clock``, see
+    StageTimer, and stats.summarize), "images_per_s" (num_images / median total),
+    "peak_memory_mib" and "memory_kind" (highest over the timed runs, see memory.PeakMemory)
+    and "mask_head_queries_per_image" (of the last call).
     """
     if runs < 1:
         raise ValueError(f"--runs must be at least 1, got {runs}")
-    timers = {key: StageTimer(device) for key in contestants}
+    timers = {key: StageTimer(device, clock) for key in contestants}
     rows = {key: MaskHeadRows(c.model) for key, c in contestants.items()}
     per_run = {key: [] for key in contestants}
     results = {}

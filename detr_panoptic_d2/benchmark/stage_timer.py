@@ -1,4 +1,4 @@
-"""Per-stage wall-clock times, recorded at the model's own modules and methods.
+"""Per-stage times, recorded at the model's own modules and methods.
 
 A ``StageTimer`` attaches to named points of a model (forward hooks on ``nn.Module``s, or a
 wrapper on a bound method) and accumulates, per stage name, the *exclusive* time spent in
@@ -18,8 +18,12 @@ from torch import nn
 class StageTimer:
     """Accumulates exclusive seconds per stage while attached (see ``attach``)."""
 
-    def __init__(self, device):
+    def __init__(self, device, clock=None):
+        """clock: seconds-returning function; default time.perf_counter (wall clock). The
+        process's CPU time (time.process_time) is steadier on a shared CPU machine with one
+        torch thread."""
         self.sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+        self.clock = clock or time.perf_counter
         self.seconds = defaultdict(float)
         self._stack = []  # [stage name, start time, seconds spent in nested stages]
 
@@ -28,12 +32,12 @@ class StageTimer:
 
     def enter(self, name):
         self.sync()
-        self._stack.append([name, time.perf_counter(), 0.0])
+        self._stack.append([name, self.clock(), 0.0])
 
     def exit(self):
         self.sync()
         name, start, nested = self._stack.pop()
-        inclusive = time.perf_counter() - start
+        inclusive = self.clock() - start
         self.seconds[name] += inclusive - nested
         if self._stack:
             self._stack[-1][2] += inclusive

@@ -51,7 +51,7 @@ def _training_step(model, inputs, optimizer, scaler, amp, device):
     return step
 
 
-def run_training(models, inputs, cfg, *, warmup, runs, amp, device):
+def run_training(models, inputs, cfg, *, warmup, runs, amp, device, clock=None):
     """Times training iterations on ``inputs`` for each of ``models`` (key -> DetrPanoptic,
     each with its own optimizer, see make_optimizer), the models taking turns; their weights
     change. Returns {key: measure.measure's report}; its "mask_head_queries_per_image" is
@@ -61,7 +61,7 @@ def run_training(models, inputs, cfg, *, warmup, runs, amp, device):
         model.train()
         step = _training_step(model, inputs, make_optimizer(model, cfg), grad_scaler(device, amp), amp, device)
         contestants[key] = Contestant(model, training_points(model), step, len(inputs))
-    results = measure(contestants, warmup=warmup, runs=runs, device=device)
+    results = measure(contestants, warmup=warmup, runs=runs, device=device, clock=clock)
     return {key: report for key, (report, _) in results.items()}
 
 
