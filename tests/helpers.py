@@ -1,6 +1,7 @@
 """Small configs, models and inputs shared by the tests (CPU, seconds per forward)."""
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from detr_panoptic_d2 import add_detr_panoptic_config
@@ -60,3 +61,20 @@ def make_input(height, width, classes=(), seed=0, with_targets=True):
         inst.gt_masks = BitMasks(masks)
         x["instances"] = inst
     return x
+
+
+TINY_PANOPTIC = "detr_test_tiny_panoptic"
+
+
+def register_tiny_panoptic_metadata(name=TINY_PANOPTIC):
+    """Metadata of a 5-class panoptic dataset (no images): contiguous things 0, 1, 4 and stuff
+    2, 3, with non-contiguous dataset ids. Returns the dataset name (for tiny_cfg(dataset=...))."""
+    meta = MetadataCatalog.get(name)
+    if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+        meta.set(
+            thing_dataset_id_to_contiguous_id={1: 0, 2: 1, 7: 4},
+            stuff_dataset_id_to_contiguous_id={5: 2, 6: 3},
+            thing_classes=["cat", "dog", "grass", "sky", "bird"],
+            stuff_classes=["cat", "dog", "grass", "sky", "bird"],
+        )
+    return name

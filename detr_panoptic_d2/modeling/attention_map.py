@@ -38,7 +38,7 @@ class MultiHeadAttentionMap(nn.Module):
         """
         t = queries.shape[0]
         m = self.num_heads
-        q = self.q_linear(queries).view(t, m, -1) * self.normalize_fact
+        q = self.q_linear(queries).view(t, m, self.q_linear.out_features // m) * self.normalize_fact
         k = F.conv2d(memory, self.k_linear.weight[:, :, None, None], self.k_linear.bias)
         b, _, h, w = k.shape
         k = k.view(b, m, -1, h * w)

@@ -1,0 +1,85 @@
+"""Numerical parity with the reference architecture (HuggingFace's port of the official DETR).
+
+A small random DetrForSegmentation is converted with detr_panoptic_d2.checkpoint and loaded into
+DetrPanoptic built from tiny_cfg(); both run on the same normalized, padded input.
+"""
+import torch
+from detectron2.modeling import build_model
+
+from detr_panoptic_d2.checkpoint import convert_state
+from detr_panoptic_d2.checkpoint.convert import SourceCheckpoint
+from tests.detr_reference import blocky_image, reference_panoptic, separate_queries_, tiny_hf_detr
+from tests.helpers import register_tiny_panoptic_metadata, tiny_cfg
+
+TOLERANCE = 1e-4
+
+
+def _inputs(sizes, output_sizes=None):
+    output_sizes = output_sizes or sizes
+    return [
+        {"image": blocky_image(h, w, seed=i), "height": oh, "width": ow}
+        for i, ((h, w), (oh, ow)) in enumerate(zip(sizes, output_sizes))
+    ]
+
+
+def _model_pair(inputs, all_queries, threshold=0.85):
+    """(ours, reference, normalized padded images, padding mask) with the same weights."""
+    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
+    cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
+    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = threshold
+    ours = build_model(cfg).eval()
+    images, padding = ours.preprocess_image(inputs)
+    reference = tiny_hf_detr(num_labels=5)
+    separate_queries_(reference, images.tensor, (~padding).long())
+    conversion = convert_state(SourceCheckpoint("tiny HuggingFace model", reference.state_dict()), classes="keep")
+    incompatible = ours.load_state_dict(conversion.state, strict=False)
+    assert not incompatible.missing_keys and not incompatible.unexpected_keys
+    return ours, reference, images, padding
+
+
+@torch.no_grad()
+def test_predictions_match_reference_on_padded_batch():
+    inputs = _inputs([(96, 128), (64, 100)])
+    ours, reference, images, padding = _model_pair(inputs, all_queries=True)
+    assert padding.any(), "the batch must be padded for this test to check the padding masks"
+    out = ours.detect(images.tensor, padding)
+    b, n = out.logits.shape[1:3]
+    masks = ours.segment(out, torch.arange(b).repeat_interleave(n), torch.arange(n).repeat(b))
+    ref = reference(pixel_values=images.tensor, pixel_mask=(~padding).long())
+
+    assert (out.logits[-1] - ref.logits).abs().max() <= TOLERANCE
+    assert (out.boxes[-1] - ref.pred_boxes).abs().max() <= TOLERANCE
+    assert (masks.view_as(ref.pred_masks) - ref.pred_masks).abs().max() <= TOLERANCE
+    # Not trivially equal: queries differ from each other, and so do the two images.
+    assert ref.pred_masks[0].std(0).mean() > 1e-2 and ref.logits[0].std(0).mean() > 1e-1
+    assert (ref.pred_boxes[0] - ref.pred_boxes[1]).abs().max() > 1e-2
+
+
+@torch.no_grad()
+def test_panoptic_ids_match_reference_postprocessing():
+    threshold = 0.85
+    inputs = _inputs([(96, 128)], output_sizes=[(120, 160)])
+    ours, reference, images, padding = _model_pair(inputs, all_queries=False, threshold=threshold)
+    panoptic, segments = ours(inputs)[0]["panoptic_seg"]
+
+    ref = reference(pixel_values=images.tensor, pixel_mask=(~padding).long())
+    is_thing = ours.is_thing.tolist()
+    ref_ids, ref_segments = reference_panoptic(
+        ref.logits[0], ref.pred_masks[0], is_thing, (96, 128), (120, 160), threshold
+    )
+    kept = (ref.logits[0].softmax(-1)[:, :-1].max(-1).values > threshold).sum()
+    assert kept >= 4, "the test input must keep several queries"
+    assert len(ref_segments) >= 3 and any(not is_thing[s["category_id"]] for s in ref_segments)
+
+    # Our ids number segments from 1 (0 = void): pair them with the reference's by pixels.
+    assert panoptic.shape == ref_ids.shape == (120, 160)
+    assert len(segments) == len(ref_segments)
+    for seg in segments:
+        region = panoptic == seg["id"]
+        ref_id = ref_ids[region].unique()
+        assert len(ref_id) == 1, f"segment {seg['id']} covers reference segments {ref_id.tolist()}"
+        assert torch.equal(ref_ids == ref_id, region)
+        ref_seg = ref_segments[int(ref_id)]
+        assert seg["category_id"] == ref_seg["category_id"] and seg["area"] == ref_seg["area"]
+        assert seg["isthing"] == is_thing[seg["category_id"]]
+
