@@ -19,14 +19,17 @@ from transformers import DetrConfig, DetrForObjectDetection, DetrForSegmentation
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
 
-def tiny_hf_detr(num_labels=5, masks=True, seed=0):
+def tiny_hf_detr(num_labels=5, masks=True, seed=0, bottleneck=False):
     """A random DetrForSegmentation (or DetrForObjectDetection when ``masks`` is False) of the
-    tiny_cfg() size, in eval mode, with every tensor redrawn by ``randomize_``."""
+    tiny_cfg() size, in eval mode, with every tensor redrawn by ``randomize_``. ``bottleneck``
+    swaps the R18 backbone for an R50 one (bottleneck blocks, stride in the 3x3 conv, as
+    torchvision and Detectron2's STRIDE_IN_1X1 False)."""
     backbone = ResNetConfig(
-        layer_type="basic",
-        depths=[2, 2, 2, 2],
-        hidden_sizes=[64, 128, 256, 512],
+        layer_type="bottleneck" if bottleneck else "basic",
+        depths=[3, 4, 6, 3] if bottleneck else [2, 2, 2, 2],
+        hidden_sizes=[256, 512, 1024, 2048] if bottleneck else [64, 128, 256, 512],
         embedding_size=64,
+        downsample_in_bottleneck=False,
         out_features=["stage1", "stage2", "stage3", "stage4"],
     )
     config = DetrConfig(

@@ -1,4 +1,7 @@
 """Small configs, models and inputs shared by the tests (CPU, seconds per forward)."""
+import importlib.util
+import os
+
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
@@ -78,3 +81,12 @@ def register_tiny_panoptic_metadata(name=TINY_PANOPTIC):
             stuff_classes=["cat", "dog", "grass", "sky", "bird"],
         )
     return name
+
+
+def load_tool(name):
+    """Imports ``tools/<name>.py`` (the tools are scripts, not a package) as a module."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

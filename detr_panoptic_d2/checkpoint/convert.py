@@ -57,7 +57,7 @@ def read_source(path, allow_unsafe=False):
     """Reads a DETR checkpoint: a torch file (official ``.pth`` or HuggingFace
     ``pytorch_model.bin``), a ``.safetensors`` file, or a HuggingFace model folder.
     Torch files are loaded with weights_only (see safe_load). Returns a SourceCheckpoint."""
-    weights = _weights_file(path)
+    weights = _weights_file(os.fspath(path))
     if weights.endswith(".safetensors"):
         if not PathManager.isfile(weights):
             raise FileNotFoundError(f"Checkpoint file {weights!r} does not exist")
@@ -121,8 +121,9 @@ def convert_checkpoint(source_path, output_path, classes="auto", allow_unsafe=Fa
     """Reads ``source_path``, converts it (see convert_state) and saves a Detectron2 checkpoint
     at ``output_path``. Returns the Conversion."""
     conversion = convert_state(read_source(source_path, allow_unsafe), classes)
+    output_path = os.fspath(output_path)
     PathManager.mkdirs(os.path.dirname(os.path.abspath(output_path)))
-    info = {"source": str(source_path), "format": conversion.source_format, "classes": conversion.classes}
+    info = {"source": os.fspath(source_path), "format": conversion.source_format, "classes": conversion.classes}
     with PathManager.open(output_path, "wb") as f:
         torch.save({"model": conversion.state, "conversion": info}, f)
     return conversion
