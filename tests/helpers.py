@@ -90,3 +90,34 @@ def load_tool(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic"):
+    """Writes ``config.yaml`` (tiny_cfg for ``dataset``, test-time resize to 96..160 px) and
+    ``model.pth`` (its random weights) into ``folder`` for the command-line tools.
+    Returns (config path, weights path) as strings."""
+    from detectron2.modeling import build_model
+
+    from detr_panoptic_d2.checkpoint.class_rows import dataset_category_ids
+
+    cfg = tiny_cfg(num_classes=len(dataset_category_ids(dataset)), dataset=dataset)
+    cfg.INPUT.MIN_SIZE_TEST = 96
+    cfg.INPUT.MAX_SIZE_TEST = 160
+    config, weights = os.path.join(folder, "config.yaml"), os.path.join(folder, "model.pth")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(cfg.dump())
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    return config, weights
+
+
+def write_image(path, height, width, seed=0):
+    """Saves a random RGB image (smooth colour blobs plus noise) as PNG; returns the path."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(3, 4, 4, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse[None], size=(height, width), mode="bilinear")[0]
+    noise = torch.rand(3, height, width, generator=g) * 0.2
+    pixels = ((smooth * 0.8 + noise) * 255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(path)
+    return str(path)

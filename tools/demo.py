@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Panoptic segmentation of images with a DETR panoptic model, in the manner of Detectron2's demo.
+
+    python tools/demo.py --config-file configs/coco/detr_R50_panoptic.yaml \
+        --input photos/*.jpg --output out/ --opts MODEL.WEIGHTS models/detr_R50_panoptic.pth
+
+Writes <output>/<image name>.png (Detectron2's panoptic visualization, class names from the
+metadata of DATASETS.TEST[0]); with --save-coco-panoptic also <output>/coco_panoptic/<name>.png
+(segment ids in COCO's RGB encoding) and <output>/coco_panoptic.json (segments with the
+dataset's category ids). Runs on the GPU when MODEL.DEVICE is cuda and one is available, else
+on the CPU.
+"""
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+from detectron2.data.detection_utils import read_image
+from detectron2.utils.logger import setup_logger
+from PIL import Image
+from tqdm import tqdm
+
+from detr_panoptic_d2.panoptic_export import coco_categories, draw_panoptic, to_coco_panoptic
+from detr_panoptic_d2.tool_setup import build_predictor, list_images, setup_inference_cfg
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
+    parser.add_argument("--output", required=True, help="folder for the outputs (created if needed)")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="keep queries whose best class probability exceeds this (MODEL.DETR.TEST.OBJECT_SCORE_THRESH; "
+        "default: the config's, 0.85 as in the paper)",
+    )
+    parser.add_argument(
+        "--save-coco-panoptic", action="store_true", help="also write COCO panoptic PNGs and a predictions JSON"
+    )
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
+    return parser
+
+
+def _save_png(array, path):
+    Image.fromarray(np.ascontiguousarray(array)).save(path)
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logger(name="detr_panoptic_d2")
+    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
+    paths = list_images(args.input)
+    predictor, metadata = build_predictor(cfg)
+    os.makedirs(args.output, exist_ok=True)
+    coco_dir = os.path.join(args.output, "coco_panoptic")
+    if args.save_coco_panoptic:
+        os.makedirs(coco_dir, exist_ok=True)
+    annotations = []
+    for path in tqdm(paths, desc="images", unit="img"):
+        image = read_image(path, format="BGR")
+        panoptic_seg, segments_info = predictor(image)["panoptic_seg"]
+        name = os.path.splitext(os.path.basename(path))[0]
+        _save_png(draw_panoptic(image[:, :, ::-1], panoptic_seg, segments_info, metadata), os.path.join(args.output, f"{name}.png"))
+        if args.save_coco_panoptic:
+            png, segments = to_coco_panoptic(panoptic_seg, segments_info, metadata)
+            _save_png(png, os.path.join(coco_dir, f"{name}.png"))
+            annotations.append({"image_id": name, "file_name": f"{name}.png", "segments_info": segments})
+    if args.save_coco_panoptic:
+        with open(os.path.join(args.output, "coco_panoptic.json"), "w", encoding="utf-8") as f:
+            json.dump({"annotations": annotations, "categories": coco_categories(metadata)}, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
