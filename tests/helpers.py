@@ -92,10 +92,11 @@ def load_tool(name):
     return module
 
 
-def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic"):
+def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0):
     """Writes ``config.yaml`` (tiny_cfg for ``dataset``, test-time resize to 96..160 px) and
-    ``model.pth`` (its random weights) into ``folder`` for the command-line tools.
-    Returns (config path, weights path) as strings."""
+    ``model.pth`` (random weights drawn from ``seed``) into ``folder`` for the command-line
+    tools. The no-object logit is biased down so every query predicts a real class: with
+    --confidence-threshold 0 all queries are kept. Returns (config path, weights path)."""
     from detectron2.modeling import build_model
 
     from detr_panoptic_d2.checkpoint.class_rows import dataset_category_ids
@@ -106,7 +107,11 @@ def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic"):
     config, weights = os.path.join(folder, "config.yaml"), os.path.join(folder, "model.pth")
     with open(config, "w", encoding="utf-8") as f:
         f.write(cfg.dump())
-    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        state = build_model(cfg).state_dict()
+    state["class_embed.bias"][-1] = -10.0
+    torch.save({"model": state}, weights)
     return config, weights
 
 

@@ -53,7 +53,8 @@ def test_demo_writes_visualizations_and_coco_panoptic(tmp_path):
     predictor, _ = build_predictor(cfg)
     with torch.no_grad():
         _, expected = predictor(read_image(str(tmp_path / "images" / "street.png"), format="BGR"))["panoptic_seg"]
-    to_dataset = {c: d for d, c in {**meta.thing_dataset_id_to_contiguous_id, **meta.stuff_dataset_id_to_contiguous_id}.items()}
+    to_dataset = {c: d for d, c in meta.thing_dataset_id_to_contiguous_id.items()}
+    to_dataset.update({c: d for d, c in meta.stuff_dataset_id_to_contiguous_id.items()})
     street = next(a for a in predictions["annotations"] if a["image_id"] == "street")
     assert [s["category_id"] for s in street["segments_info"]] == [to_dataset[s["category_id"]] for s in expected]
 

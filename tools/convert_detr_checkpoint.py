@@ -21,7 +21,7 @@ from detr_panoptic_d2.checkpoint import UnsafeCheckpointError, convert_checkpoin
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="official .pth, HuggingFace .safetensors / .bin file, or HuggingFace model folder")
+    parser.add_argument("source", help="official .pth, HuggingFace .safetensors / .bin file, or a HuggingFace folder")
     parser.add_argument("output", help="Detectron2 checkpoint to write (.pth)")
     parser.add_argument(
         "--classes",

@@ -63,7 +63,8 @@ def main(argv=None):
         image = read_image(path, format="BGR")
         panoptic_seg, segments_info = predictor(image)["panoptic_seg"]
         name = os.path.splitext(os.path.basename(path))[0]
-        _save_png(draw_panoptic(image[:, :, ::-1], panoptic_seg, segments_info, metadata), os.path.join(args.output, f"{name}.png"))
+        picture = draw_panoptic(image[:, :, ::-1], panoptic_seg, segments_info, metadata)
+        _save_png(picture, os.path.join(args.output, f"{name}.png"))
         if args.save_coco_panoptic:
             png, segments = to_coco_panoptic(panoptic_seg, segments_info, metadata)
             _save_png(png, os.path.join(coco_dir, f"{name}.png"))

@@ -50,7 +50,10 @@ _RULES = compile_rules(
         (r"model\.query_position_embeddings\.weight", "query_embed.weight"),
         # q/k/v keep a temporary name until they are packed (see _pack_attention).
         (rf"{_LAYER}\.(self_attn|encoder_attn)\.([qkv])_proj\.{_WB}", lambda m: _attention(m, f"{m[4]}_proj.{m[5]}")),
-        (rf"{_LAYER}\.(self_attn|encoder_attn)\.(?:out_proj|o_proj)\.{_WB}", lambda m: _attention(m, f"out_proj.{m[4]}")),
+        (
+            rf"{_LAYER}\.(self_attn|encoder_attn)\.(?:out_proj|o_proj)\.{_WB}",
+            lambda m: _attention(m, f"out_proj.{m[4]}"),
+        ),
         (rf"{_LAYER}\.(?:mlp\.)?fc([12])\.{_WB}", r"transformer.\1.layers.\2.linear\3.\4"),
         (rf"{_LAYER}\.(\w+_layer_norm)\.{_WB}", _norm),
         (rf"model\.decoder\.layernorm\.{_WB}", r"transformer.decoder.norm.\1"),

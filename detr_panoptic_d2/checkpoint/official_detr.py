@@ -12,6 +12,8 @@ from .resnet_names import torchvision_to_d2
 
 _WB = r"(weight|bias)"
 _ATTN_PARAM = r"(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)"
+_LAYERS = r"transformer\.(encoder|decoder)\.layers\.(\d+)"
+_DECODER = r"transformer\.decoder\.layers\.(\d+)"
 
 
 def _backbone(match):
@@ -23,10 +25,10 @@ _RULES = compile_rules(
     [
         (r"backbone\.0\.body\.(.+)", _backbone),
         (r"backbone\.1\.(row|col)_embed\.weight", r"backbone.position_encoding.\1_embed.weight"),
-        (rf"transformer\.(encoder|decoder)\.layers\.(\d+)\.linear([12])\.{_WB}", r"transformer.\1.layers.\2.ffn.linear\3.\4"),
-        (rf"transformer\.decoder\.layers\.(\d+)\.multihead_attn\.{_ATTN_PARAM}", r"transformer.decoder.layers.\1.cross_attn.\2"),
-        (rf"transformer\.(encoder|decoder)\.layers\.\d+\.self_attn\.{_ATTN_PARAM}", r"\g<0>"),
-        (rf"transformer\.(encoder|decoder)\.layers\.\d+\.norm[123]\.{_WB}", r"\g<0>"),
+        (rf"{_LAYERS}\.linear([12])\.{_WB}", r"transformer.\1.layers.\2.ffn.linear\3.\4"),
+        (rf"{_DECODER}\.multihead_attn\.{_ATTN_PARAM}", r"transformer.decoder.layers.\1.cross_attn.\2"),
+        (rf"{_LAYERS}\.self_attn\.{_ATTN_PARAM}", r"\g<0>"),
+        (rf"{_LAYERS}\.norm[123]\.{_WB}", r"\g<0>"),
         (rf"transformer\.(encoder|decoder)\.norm\.{_WB}", r"\g<0>"),
         (rf"(input_proj|query_embed|class_embed|bbox_embed\.layers\.\d)\.{_WB}", r"\g<0>"),
         (rf"bbox_attention\.([qk]_linear)\.{_WB}", r"mask_head.attention_map.\1.\2"),

@@ -55,7 +55,8 @@ def _heatmap_strip(maps, size, gap=4):
 
 
 def _figure(name, caption):
-    return f'<figure><img src="{name}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    caption = html.escape(caption)
+    return f'<figure><img src="{name}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
 
 
 def write_pipeline_page(trace, image_rgb, metadata, out_dir, title):
