@@ -1,5 +1,6 @@
 """Set-up shared by the inference tools (tools/demo.py, tools/inspect_pipeline.py): the config,
 the device, the model with its weights, and the list of input images."""
+import argparse
 import glob
 import logging
 import os
@@ -8,11 +9,29 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
 
 from .config import add_detr_panoptic_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
+
+
+def add_inference_arguments(parser, output_help):
+    """Adds the options both inference tools take, in the manner of Detectron2's demo:
+    --config-file, --input, --output, --confidence-threshold, --opts."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
+    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="keep queries whose best class probability exceeds this (MODEL.DETR.TEST.OBJECT_SCORE_THRESH; "
+        "default: the config's, 0.85 as in the paper)",
+    )
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
+    return parser
 
 
 def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
@@ -68,3 +87,15 @@ def list_images(inputs):
         if stems.setdefault(stem, path) != path:
             raise ValueError(f"Input images {stems[stem]!r} and {path!r} have the same name; outputs would collide")
     return list(stems.values())
+
+
+def start_inference_tool(args):
+    """What both tools do first with their parsed arguments (see add_inference_arguments):
+    logging, config, input list, model with weights, output folder.
+    Returns (image paths, DefaultPredictor, metadata)."""
+    setup_logger(name="detr_panoptic_d2")
+    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
+    paths = list_images(args.input)
+    predictor, metadata = build_predictor(cfg)
+    os.makedirs(args.output, exist_ok=True)
+    return paths, predictor, metadata

@@ -70,36 +70,30 @@ def _official_args(**overrides):
     return argparse.Namespace(**args)
 
 
-def test_official_panoptic_checkpoint(tmp_path):
-    reference = tiny_hf_detr(num_labels=250)
-    source = tmp_path / "detr-tiny-panoptic.pth"
-    torch.save({"model": official_state(reference), "args": _official_args()}, source)
-    output = tmp_path / "converted.pth"
-    assert convert_tool.main([str(source), str(output)]) == 0
-
-    state = torch.load(output, weights_only=True)["model"]
-    rows = reference.detr.class_labels_classifier.weight
-    # COCO category id -> contiguous id of coco_2017_val_panoptic: person 1 -> 0,
-    # toothbrush 90 -> 79, banner 92 (first stuff) -> 80, rug-merged 200 -> 132; no-object last.
-    for contiguous, category in [(0, 1), (79, 90), (80, 92), (132, 200), (133, 250)]:
-        assert torch.equal(state["class_embed.weight"][contiguous], rows[category])
-    model = _load_converted(output, "coco_2017_val_panoptic")
-    _assert_matches_reference(model, reference, "coco_2017_val_panoptic")
-
-
-def test_official_box_only_checkpoint(tmp_path):
-    reference = tiny_hf_detr(num_labels=91, masks=False)
+@pytest.mark.parametrize(
+    "masks, num_labels, dataset, anchors",
+    [
+        # COCO category id -> contiguous id of coco_2017_val_panoptic: person 1 -> 0,
+        # toothbrush 90 -> 79, banner 92 (first stuff) -> 80, rug-merged 200 -> 132; no-object last.
+        (True, 250, "coco_2017_val_panoptic", [(0, 1), (79, 90), (80, 92), (132, 200), (133, 250)]),
+        # Box-only COCO detection (coco_2017_val): person, toothbrush, no-object.
+        (False, 91, "coco_2017_val", [(0, 1), (79, 90), (80, 91)]),
+    ],
+    ids=["panoptic", "box_only"],
+)
+def test_official_checkpoint(tmp_path, masks, num_labels, dataset, anchors):
+    reference = tiny_hf_detr(num_labels=num_labels, masks=masks)
     source = tmp_path / "detr-tiny.pth"
-    torch.save({"model": official_state(reference), "args": _official_args(masks=False)}, source)
+    torch.save({"model": official_state(reference), "args": _official_args(masks=masks)}, source)
     output = tmp_path / "converted.pth"
     assert convert_tool.main([str(source), str(output)]) == 0
 
     state = torch.load(output, weights_only=True)["model"]
-    rows = reference.class_labels_classifier.weight
-    for contiguous, category in [(0, 1), (79, 90), (80, 91)]:  # person, toothbrush, no-object
+    rows = (reference.detr if masks else reference).class_labels_classifier.weight
+    for contiguous, category in anchors:
         assert torch.equal(state["class_embed.weight"][contiguous], rows[category])
-    model = _load_converted(output, "coco_2017_val", mask_on=False)
-    _assert_matches_reference(model, reference, "coco_2017_val")
+    model = _load_converted(output, dataset, mask_on=masks)
+    _assert_matches_reference(model, reference, dataset)
 
 
 @pytest.mark.parametrize("layout", ["transformers5_folder", "legacy_hub_bin"])

@@ -17,30 +17,19 @@ import sys
 
 import numpy as np
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
 from PIL import Image
 from tqdm import tqdm
 
 from detr_panoptic_d2.panoptic_export import coco_categories, draw_panoptic, to_coco_panoptic
-from detr_panoptic_d2.tool_setup import build_predictor, list_images, setup_inference_cfg
+from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
 
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
-    parser.add_argument("--output", required=True, help="folder for the outputs (created if needed)")
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        default=None,
-        help="keep queries whose best class probability exceeds this (MODEL.DETR.TEST.OBJECT_SCORE_THRESH; "
-        "default: the config's, 0.85 as in the paper)",
-    )
+    add_inference_arguments(parser, output_help="folder for the outputs (created if needed)")
     parser.add_argument(
         "--save-coco-panoptic", action="store_true", help="also write COCO panoptic PNGs and a predictions JSON"
     )
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
     return parser
 
 
@@ -50,11 +39,7 @@ def _save_png(array, path):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    setup_logger(name="detr_panoptic_d2")
-    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
-    paths = list_images(args.input)
-    predictor, metadata = build_predictor(cfg)
-    os.makedirs(args.output, exist_ok=True)
+    paths, predictor, metadata = start_inference_tool(args)
     coco_dir = os.path.join(args.output, "coco_panoptic")
     if args.save_coco_panoptic:
         os.makedirs(coco_dir, exist_ok=True)

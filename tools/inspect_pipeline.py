@@ -16,34 +16,21 @@ import sys
 from urllib.parse import quote
 
 from detectron2.data.detection_utils import read_image
-from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 from detr_panoptic_d2.inspection import trace_pipeline, write_pipeline_page
-from detr_panoptic_d2.tool_setup import build_predictor, list_images, setup_inference_cfg
+from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
 
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
-    parser.add_argument("--output", required=True, help="folder for the pages (created if needed)")
-    parser.add_argument(
-        "--confidence-threshold",
-        type=float,
-        default=None,
-        help="keep queries whose best class probability exceeds this (MODEL.DETR.TEST.OBJECT_SCORE_THRESH)",
-    )
-    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
+    add_inference_arguments(parser, output_help="folder for the pages (created if needed)")
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    setup_logger(name="detr_panoptic_d2")
-    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
-    paths = list_images(args.input)
-    predictor, metadata = build_predictor(cfg)
+    paths, predictor, metadata = start_inference_tool(args)
     links = []
     for path in tqdm(paths, desc="images", unit="img"):
         image = read_image(path, format="BGR")
