@@ -19,11 +19,11 @@ from transformers import DetrConfig, DetrForObjectDetection, DetrForSegmentation
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
 
-def tiny_hf_detr(num_labels=5, masks=True, seed=0, bottleneck=False):
+def tiny_hf_detr(num_labels=5, masks=True, seed=0, bottleneck=False, position_embedding="sine"):
     """A random DetrForSegmentation (or DetrForObjectDetection when ``masks`` is False) of the
     tiny_cfg() size, in eval mode, with every tensor redrawn by ``randomize_``. ``bottleneck``
     swaps the R18 backbone for an R50 one (bottleneck blocks, stride in the 3x3 conv, as
-    torchvision and Detectron2's STRIDE_IN_1X1 False)."""
+    torchvision and Detectron2's STRIDE_IN_1X1 False); ``position_embedding``: "sine" or "learned"."""
     backbone = ResNetConfig(
         layer_type="bottleneck" if bottleneck else "basic",
         depths=[3, 4, 6, 3] if bottleneck else [2, 2, 2, 2],
@@ -46,6 +46,7 @@ def tiny_hf_detr(num_labels=5, masks=True, seed=0, bottleneck=False):
         num_queries=10,
         num_labels=num_labels,
         dropout=0.0,
+        position_embedding_type=position_embedding,
     )
     model = (DetrForSegmentation if masks else DetrForObjectDetection)(config).eval()
     randomize_(model, seed)

@@ -3,6 +3,7 @@
 A small random DetrForSegmentation is converted with detr_panoptic_d2.checkpoint and loaded into
 DetrPanoptic built from tiny_cfg(); both run on the same normalized, padded input.
 """
+import pytest
 import torch
 from detectron2.modeling import build_model
 
@@ -22,14 +23,15 @@ def _inputs(sizes, output_sizes=None):
     ]
 
 
-def _model_pair(inputs, all_queries, threshold=0.85):
+def _model_pair(inputs, all_queries, threshold=0.85, position_embedding="sine"):
     """(ours, reference, normalized padded images, padding mask) with the same weights."""
     cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
     cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
     cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = threshold
+    cfg.MODEL.DETR.POSITION_EMBEDDING = position_embedding
     ours = build_model(cfg).eval()
     images, padding = ours.preprocess_image(inputs)
-    reference = tiny_hf_detr(num_labels=5)
+    reference = tiny_hf_detr(num_labels=5, position_embedding=position_embedding)
     separate_queries_(reference, images.tensor, (~padding).long())
     conversion = convert_state(SourceCheckpoint("tiny HuggingFace model", reference.state_dict()), classes="keep")
     incompatible = ours.load_state_dict(conversion.state, strict=False)
@@ -37,10 +39,11 @@ def _model_pair(inputs, all_queries, threshold=0.85):
     return ours, reference, images, padding
 
 
+@pytest.mark.parametrize("position_embedding", ["sine", "learned"])
 @torch.no_grad()
-def test_predictions_match_reference_on_padded_batch():
+def test_predictions_match_reference_on_padded_batch(position_embedding):
     inputs = _inputs([(96, 128), (64, 100)])
-    ours, reference, images, padding = _model_pair(inputs, all_queries=True)
+    ours, reference, images, padding = _model_pair(inputs, all_queries=True, position_embedding=position_embedding)
     assert padding.any(), "the batch must be padded for this test to check the padding masks"
     out = ours.detect(images.tensor, padding)
     b, n = out.logits.shape[1:3]
