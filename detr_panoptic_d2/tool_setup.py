@@ -38,7 +38,8 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     """A frozen config for panoptic inference: ``config_file`` + ``opts`` (["KEY", "VALUE", ...]).
 
     confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. MODEL.DEVICE
-    falls back to "cpu" when it asks for CUDA and none is available. Raises ValueError when the
+    falls back to "cpu" when it asks for CUDA and none is available. MODEL.DETR.FROZEN_WEIGHTS
+    is cleared (training only). Raises ValueError when the
     config cannot give a panoptic output or names no dataset for the class names."""
     cfg = get_cfg()
     add_detr_panoptic_config(cfg)
@@ -46,6 +47,9 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     cfg.merge_from_list(list(opts))
     if confidence_threshold is not None:
         cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = confidence_threshold
+    # A stage-2 config names the stage-1 detector to freeze; for inference MODEL.WEIGHTS holds
+    # the whole model, so nothing is loaded from there.
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logger.info(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: running on the CPU")
         cfg.MODEL.DEVICE = "cpu"

@@ -16,7 +16,7 @@ demo = load_tool("demo")
 SIZES = {"street": (100, 140), "field": (120, 90)}
 
 
-def _run_demo(tmp_path, threshold):
+def _run_demo(tmp_path, threshold, extra_opts=()):
     config, weights = write_tiny_panoptic_model(tmp_path)
     images = tmp_path / "images"
     images.mkdir(exist_ok=True)
@@ -24,7 +24,7 @@ def _run_demo(tmp_path, threshold):
         write_image(images / f"{name}.png", h, w, seed)
     out = tmp_path / f"out_{threshold}"
     argv = ["--config-file", config, "--input", str(images), "--output", str(out), "--save-coco-panoptic"]
-    argv += ["--confidence-threshold", str(threshold), "--opts", "MODEL.WEIGHTS", weights]
+    argv += ["--confidence-threshold", str(threshold), "--opts", "MODEL.WEIGHTS", weights, *extra_opts]
     assert demo.main(argv) == 0
     return out, config, weights
 
@@ -59,7 +59,8 @@ def test_demo_writes_visualizations_and_coco_panoptic(tmp_path):
     assert [s["category_id"] for s in street["segments_info"]] == [to_dataset[s["category_id"]] for s in expected]
 
 
-def test_demo_confidence_threshold_reaches_the_model(tmp_path):
-    out, _, _ = _run_demo(tmp_path, threshold=1.0)
+def test_demo_confidence_threshold_reaches_the_model_and_frozen_weights_are_ignored(tmp_path):
+    # A stage-2 config's FROZEN_WEIGHTS (a training input) must not be needed for inference.
+    out, _, _ = _run_demo(tmp_path, threshold=1.0, extra_opts=["MODEL.DETR.FROZEN_WEIGHTS", "missing/boxes.pth"])
     predictions = json.loads((out / "coco_panoptic.json").read_text())
     assert all(a["segments_info"] == [] for a in predictions["annotations"])

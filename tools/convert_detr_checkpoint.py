@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert a DETR checkpoint into a Detectron2 checkpoint of this project's DetrPanoptic.
+r"""Convert a DETR checkpoint into a Detectron2 checkpoint of this project's DetrPanoptic.
 
 Sources: the official DETR models (facebookresearch/detr: detr-r50-panoptic-00ce5173.pth,
 detr-r50-dc5-panoptic-da08f1b1.pth, detr-r101-panoptic-40021d53.pth and the box-only COCO

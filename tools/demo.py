@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Panoptic segmentation of images with a DETR panoptic model, in the manner of Detectron2's demo.
+r"""Panoptic segmentation of images with a DETR panoptic model, in the manner of Detectron2's demo.
 
     python tools/demo.py --config-file configs/coco/detr_R50_panoptic.yaml \
         --input photos/*.jpg --output out/ --opts MODEL.WEIGHTS models/detr_R50_panoptic.pth

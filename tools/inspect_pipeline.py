@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The pipeline inspector: for each image, an HTML page showing what every step of the DETR
+r"""The pipeline inspector: for each image, an HTML page showing what every step of the DETR
 panoptic pipeline produced (input, encoded image, per kept object its box and class, M attention
 heat-maps, mask logits and binary mask, and the final argmax panoptic map).
 
