@@ -1,19 +1,13 @@
 """The reference DETR for the tests: a small random HuggingFace ``DetrForSegmentation`` (a
-faithful port of the official model), its weights in the official and legacy key layouts, and a
-port of the official panoptic post-processing.
+faithful port of the official model) and its weights in the official and legacy key layouts.
 
 The HuggingFace model mirrors ``helpers.tiny_cfg()`` exactly: HuggingFace's ResNet with basic
 blocks, depths (2, 2, 2, 2), widths 64..512 and a 64-channel stem is Detectron2's R18 with
 RES2_OUT_CHANNELS 64; d = 64, 8 heads, 2 + 2 layers, FFN 128, 10 queries.
 """
 import re
-from collections import defaultdict
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from panopticapi.utils import id2rgb, rgb2id
-from PIL import Image
 from torch import nn
 from transformers import DetrConfig, DetrForObjectDetection, DetrForSegmentation, ResNetConfig
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping
@@ -191,44 +185,3 @@ def blocky_image(height, width, seed, cell=32):
     g = torch.Generator().manual_seed(seed)
     cells = torch.randint(0, 256, (3, -(-height // cell), -(-width // cell)), generator=g, dtype=torch.uint8)
     return cells.repeat_interleave(cell, 1).repeat_interleave(cell, 2)[:, :height, :width].contiguous()
-
-
-def reference_panoptic(logits, masks, is_thing, processed_size, target_size, threshold):
-    """A port of the official ``PostProcessPanoptic`` (detr/models/segmentation.py) for one
-    unpadded image, PIL resizing included.
-
-    logits: N x (K+1); masks: N x h x w mask logits at stride 4; is_thing: K bools;
-    processed_size: (H, W) of the network input; target_size: (H', W') of the output.
-    Returns (H' x W' int64 ids numbered from 0, [{"id", "category_id", "area"}])."""
-    scores, labels = logits.softmax(-1).max(-1)
-    keep = labels.ne(logits.shape[-1] - 1) & (scores > threshold)
-    labels, masks = labels[keep], masks[keep]
-    masks = F.interpolate(masks[:, None], size=processed_size, mode="bilinear")[:, 0].flatten(1)
-    h, w = processed_size
-    stuff_groups = defaultdict(list)
-    for k, label in enumerate(labels.tolist()):
-        if not is_thing[label]:
-            stuff_groups[label].append(k)
-
-    def ids_and_areas(masks, dedup):
-        if len(masks) == 0:
-            ids = torch.zeros((h, w), dtype=torch.long)
-        else:
-            ids = masks.transpose(0, 1).softmax(-1).argmax(-1).view(h, w)
-        if dedup:
-            for group in stuff_groups.values():
-                for k in group[1:]:
-                    ids[ids == k] = group[0]
-        image = Image.fromarray(id2rgb(ids.numpy())).resize(target_size[::-1], resample=Image.NEAREST)
-        ids = torch.from_numpy(rgb2id(np.asarray(image)).astype(np.int64))
-        return ids, [int((ids == k).sum()) for k in range(len(masks))]
-
-    ids, areas = ids_and_areas(masks, dedup=True)
-    while True:
-        small = torch.tensor([a <= 4 for a in areas], dtype=torch.bool)
-        if not small.any():
-            break
-        labels, masks = labels[~small], masks[~small]
-        ids, areas = ids_and_areas(masks, dedup=False)
-    segments = [{"id": k, "category_id": int(c), "area": a} for k, (c, a) in enumerate(zip(labels.tolist(), areas))]
-    return ids, segments

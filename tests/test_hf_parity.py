@@ -9,8 +9,9 @@ from detectron2.modeling import build_model
 
 from detr_panoptic_d2.checkpoint import convert_state
 from detr_panoptic_d2.checkpoint.convert import SourceCheckpoint
-from tests.detr_reference import blocky_image, reference_panoptic, separate_queries_, tiny_hf_detr
+from tests.detr_reference import blocky_image, separate_queries_, tiny_hf_detr
 from tests.helpers import register_tiny_panoptic_metadata, tiny_cfg
+from tests.test_postprocessing import reference_merge
 
 TOLERANCE = 1e-4
 
@@ -60,29 +61,32 @@ def test_predictions_match_reference_on_padded_batch(position_embedding):
 
 @torch.no_grad()
 def test_panoptic_ids_match_reference_postprocessing():
+    """Our whole inference (mask head on kept queries only, merge) against the reference's
+    selection rule and PostProcessPanoptic (test_postprocessing.reference_merge) applied to the
+    reference model's outputs, at the reference threshold 0.85, resized to another output size."""
     threshold = 0.85
     inputs = _inputs([(96, 128)], output_sizes=[(120, 160)])
     ours, reference, images, padding = _model_pair(inputs, all_queries=False, threshold=threshold)
     panoptic, segments = ours(inputs)[0]["panoptic_seg"]
 
     ref = reference(pixel_values=images.tensor, pixel_mask=(~padding).long())
+    scores, labels = ref.logits[0].softmax(-1).max(-1)
+    keep = (labels != ref.logits.shape[-1] - 1) & (scores > threshold)
+    labels = labels[keep]
+    ref_ids, survivors = reference_merge(ref.pred_masks[0][keep], labels, ours.is_thing, (96, 128), (120, 160))
     is_thing = ours.is_thing.tolist()
-    ref_ids, ref_segments = reference_panoptic(
-        ref.logits[0], ref.pred_masks[0], is_thing, (96, 128), (120, 160), threshold
-    )
-    kept = (ref.logits[0].softmax(-1)[:, :-1].max(-1).values > threshold).sum()
-    assert kept >= 4, "the test input must keep several queries"
-    assert len(ref_segments) >= 3 and any(not is_thing[s["category_id"]] for s in ref_segments)
+    stuff = [int(c) for c in labels if not is_thing[c]]
+    assert keep.sum() >= 4 and len(survivors) >= 3, "the test input must keep several queries"
+    assert len(stuff) > len(set(stuff)), "some stuff class must be predicted twice (merged)"
 
     # Our ids number segments from 1 (0 = void): pair them with the reference's by pixels.
+    ref_ids = torch.from_numpy(ref_ids.astype("int64"))
     assert panoptic.shape == ref_ids.shape == (120, 160)
-    assert len(segments) == len(ref_segments)
+    assert len(segments) == len(survivors)
     for seg in segments:
         region = panoptic == seg["id"]
         ref_id = ref_ids[region].unique()
         assert len(ref_id) == 1, f"segment {seg['id']} covers reference segments {ref_id.tolist()}"
         assert torch.equal(ref_ids == ref_id, region)
-        ref_seg = ref_segments[int(ref_id)]
-        assert seg["category_id"] == ref_seg["category_id"] and seg["area"] == ref_seg["area"]
+        assert seg["category_id"] == int(labels[survivors[int(ref_id)]])
         assert seg["isthing"] == is_thing[seg["category_id"]]
-

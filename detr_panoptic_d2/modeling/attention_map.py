@@ -21,6 +21,7 @@ class MultiHeadAttentionMap(nn.Module):
         if hidden_dim % num_heads:
             raise ValueError(f"hidden dim {hidden_dim} is not divisible by {num_heads} attention-map heads")
         self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
         self.dropout = nn.Dropout(dropout)
         self.q_linear = nn.Linear(query_dim, hidden_dim)
         self.k_linear = nn.Linear(query_dim, hidden_dim)
@@ -28,7 +29,7 @@ class MultiHeadAttentionMap(nn.Module):
         nn.init.zeros_(self.q_linear.bias)
         nn.init.xavier_uniform_(self.k_linear.weight)
         nn.init.xavier_uniform_(self.q_linear.weight)
-        self.normalize_fact = float(hidden_dim / num_heads) ** -0.5
+        self.normalize_fact = float(self.head_dim) ** -0.5
 
     def forward(self, queries, batch_idx, memory, padding_mask):
         """queries: T x d box embeddings; batch_idx: T long, the image of each query;
@@ -38,10 +39,10 @@ class MultiHeadAttentionMap(nn.Module):
         """
         t = queries.shape[0]
         m = self.num_heads
-        q = self.q_linear(queries).view(t, m, self.q_linear.out_features // m) * self.normalize_fact
+        q = self.q_linear(queries).view(t, m, self.head_dim) * self.normalize_fact
         k = F.conv2d(memory, self.k_linear.weight[:, :, None, None], self.k_linear.bias)
         b, _, h, w = k.shape
-        k = k.view(b, m, -1, h * w)
+        k = k.view(b, m, self.head_dim, h * w)
         scores = torch.einsum("tmc,tmcp->tmp", q, k[batch_idx])
         scores = scores.masked_fill(padding_mask.flatten(1)[batch_idx, None, :], float("-inf"))
         weights = F.softmax(scores.flatten(1), dim=-1).view(t, m, h, w)

@@ -102,10 +102,9 @@ class SetCriterion(nn.Module):
         """mask_logits: T x h x w predicted logits of matched queries (stride 4);
         target_masks: T x H x W {0, 1} masks of their targets at padded image size.
         Returns the weighted focal and dice losses."""
-        if mask_logits.shape[0]:
-            mask_logits = F.interpolate(
-                mask_logits[:, None], size=target_masks.shape[-2:], mode="bilinear", align_corners=False
-            )[:, 0]
+        mask_logits = F.interpolate(
+            mask_logits[:, None], size=target_masks.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
         logits = mask_logits.flatten(1).float()
         targets = target_masks.flatten(1).to(logits.dtype)
         return {

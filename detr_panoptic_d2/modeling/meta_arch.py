@@ -86,6 +86,10 @@ def _thing_ids(cfg):
     return sorted(meta.thing_dataset_id_to_contiguous_id.values())
 
 
+def _shorten(items, limit=10):
+    return str(items[:limit])[:-1] + (f", ... {len(items) - limit} more]" if len(items) > limit else "]")
+
+
 @META_ARCH_REGISTRY.register()
 class DetrPanoptic(nn.Module):
     @configurable
@@ -208,15 +212,20 @@ class DetrPanoptic(nn.Module):
 
     def freeze_detector(self, path):
         """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
-        detector_keys = {k for k in self.state_dict() if not k.startswith("mask_head.")}
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("mask_head.")}
         state = {k: v for k, v in load_model_state(path).items() if not k.startswith("mask_head.")}
-        missing = sorted(detector_keys - state.keys())
-        unexpected = sorted(state.keys() - detector_keys)
-        if missing or unexpected:
-            raise KeyError(
-                f"MODEL.DETR.FROZEN_WEIGHTS={path!r} does not fit this detector: missing keys {missing[:10]}"
-                f"{'...' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
-                f"{'...' if len(unexpected) > 10 else ''}"
+        missing = sorted(own.keys() - state.keys())
+        unexpected = sorted(state.keys() - own.keys())
+        mismatched = sorted(
+            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+            for k in own.keys() & state.keys()
+            if state[k].shape != own[k].shape
+        )
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f"MODEL.DETR.FROZEN_WEIGHTS={path!r} does not fit this detector (check that it was trained "
+                f"with the same MODEL.DETR sizes and backbone): missing keys {_shorten(missing)}, "
+                f"unexpected keys {_shorten(unexpected)}, shape mismatches (file vs model) {_shorten(mismatched)}"
             )
         self.load_state_dict(state, strict=False)
         for _, p in self.detector_parameters():

@@ -1,0 +1,77 @@
+"""Full-size configs build; backbones of several depths feed the mask head; the frozen stage."""
+import glob
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from detr_panoptic_d2 import add_detr_panoptic_config
+
+from .helpers import make_input, tiny_cfg
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/coco/*.yaml")))
+def test_coco_configs_build_full_size_models(path):
+    cfg = add_detr_panoptic_config(get_cfg())
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+    model = build_model(cfg)
+    assert model.class_embed.out_features == 134
+    assert model.query_embed.num_embeddings == 100
+    assert (model.mask_head is not None) == cfg.MODEL.MASK_ON
+    res5 = model.backbone.body.res5
+    if "DC5" in path:
+        assert model.backbone.output_shape()["res5"].stride == 16
+        assert res5[0].conv2.dilation == (1, 1) and res5[1].conv2.dilation == (2, 2)
+    depth = 101 if "R101" in path else 50
+    assert len(model.backbone.body.res4) == {50: 6, 101: 23}[depth]
+
+
+@pytest.mark.parametrize("depth,dilation", [(34, 1), (50, 1), (50, 2)])
+def test_mask_head_widths_follow_the_backbone(depth, dilation):
+    cfg = tiny_cfg()
+    cfg.MODEL.RESNETS.DEPTH = depth
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64 if depth < 50 else 256
+    cfg.MODEL.RESNETS.RES5_DILATION = dilation
+    model = build_model(cfg)
+    shapes = model.backbone.output_shape()
+    assert [a.in_channels for a in model.mask_head.fpn.adapters] == [shapes[f].channels for f in ("res4", "res3", "res2")]
+    losses = model.train()([make_input(64, 64, classes=(1,))])
+    assert torch.isfinite(sum(losses.values()))
+
+
+def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
+    torch.manual_seed(0)
+    box_model = build_model(tiny_cfg(mask_on=False))
+    path = str(tmp_path / "boxes.pth")
+    DetectionCheckpointer(box_model, save_dir=str(tmp_path)).save("boxes")
+    cfg = tiny_cfg()
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = path
+    model = build_model(cfg)
+    box_state = box_model.state_dict()
+    for name, value in model.state_dict().items():
+        if not name.startswith("mask_head."):
+            assert torch.equal(value, box_state[name]), name
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("mask_head.") for n in trainable)
+    losses = model.train()([make_input(64, 80, classes=(1, 2))])
+    assert set(losses) == {"loss_mask", "loss_dice"}
+    sum(losses.values()).backward()
+    assert all(p.grad is None for _, p in model.detector_parameters())
+    assert model.mask_head.fpn.out_lay.weight.grad is not None
+
+
+def test_frozen_weights_that_do_not_fit_are_reported(tmp_path):
+    other = tiny_cfg(mask_on=False)
+    other.MODEL.DETR.NUM_OBJECT_QUERIES = 7
+    DetectionCheckpointer(build_model(other), save_dir=str(tmp_path)).save("wrong")
+    cfg = tiny_cfg()
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "wrong.pth")
+    with pytest.raises(ValueError, match=r"wrong.pth.*query_embed.weight \(7, 64\) vs \(10, 64\)"):
+        build_model(cfg)
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "missing.pth")
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        build_model(cfg)

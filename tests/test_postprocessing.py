@@ -1,0 +1,131 @@
+"""Step 8: the panoptic merge reproduces the reference post-processing exactly."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from panopticapi.utils import id2rgb, rgb2id
+from PIL import Image
+
+from detr_panoptic_d2.modeling import postprocessing
+
+
+def reference_merge(mask_logits, classes, is_thing, image_size, output_size, small_area=4):
+    """A literal re-statement of DETR's PostProcessPanoptic for one image (already thresholded):
+    softmax + argmax at the input size, stuff ids merged on the first pass, the id map resized
+    with PIL NEAREST through its RGB encoding, small segments dropped until none is left.
+    Returns (id map H x W with ids = index among survivors, or -1 where none, survivor list)."""
+    masks = F.interpolate(mask_logits[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
+    alive = list(range(len(classes)))
+
+    def ids_and_areas(idx, dedup):
+        if not idx:
+            return None, []
+        m_id = masks[idx].softmax(0).argmax(0)
+        if dedup:
+            groups = {}
+            for k, q in enumerate(idx):
+                if not is_thing[classes[q]]:
+                    groups.setdefault(int(classes[q]), []).append(k)
+            for members in groups.values():
+                for k in members[1:]:
+                    m_id[m_id == k] = members[0]
+        img = Image.fromarray(id2rgb(m_id.numpy())).resize(output_size[::-1], resample=Image.NEAREST)
+        final = rgb2id(np.array(img))
+        return final, [int((final == k).sum()) for k in range(len(idx))]
+
+    final, area = ids_and_areas(alive, dedup=True)
+    while True:
+        small = [a <= small_area for a in area]
+        if not any(small):
+            break
+        alive = [q for q, s in zip(alive, small) if not s]
+        final, area = ids_and_areas(alive, dedup=False)
+    return final, alive
+
+
+def _random_case(seed, t, num_classes=6):
+    g = torch.Generator().manual_seed(seed)
+    h4, w4 = int(torch.randint(4, 14, (1,), generator=g)), int(torch.randint(4, 14, (1,), generator=g))
+    logits = torch.randn(t, h4, w4, generator=g) * 4
+    classes = torch.randint(0, num_classes, (t,), generator=g)
+    is_thing = torch.tensor([True, True, True, False, False, False])
+    image_size = (h4 * 4 - int(torch.randint(0, 4, (1,), generator=g)), w4 * 4 - 1)
+    output_size = (int(torch.randint(10, 90, (1,), generator=g)), int(torch.randint(10, 90, (1,), generator=g)))
+    return logits, classes, is_thing, image_size, output_size
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_merge_matches_reference(seed):
+    logits, classes, is_thing, image_size, output_size = _random_case(seed, t=int(3 + seed % 9))
+    scores = torch.rand(len(classes))
+    seg, info = postprocessing.panoptic_merge(logits, scores, classes, is_thing, image_size, output_size, 4)
+    ref_map, survivors = reference_merge(logits, classes, is_thing, image_size, output_size)
+    assert seg.shape == output_size and seg.dtype == torch.int32
+    assert [s["category_id"] for s in info] == [int(classes[q]) for q in survivors]
+    assert [s["score"] for s in info] == pytest.approx([float(scores[q]) for q in survivors])
+    if survivors:
+        assert np.array_equal(seg.numpy(), ref_map + 1)
+    else:
+        assert (seg == 0).all()
+    for s in info:
+        assert s["area"] == int((seg == s["id"]).sum()) > 4
+        assert s["isthing"] == bool(is_thing[s["category_id"]])
+
+
+def test_cases_cover_stuff_merging_and_small_segments():
+    """The random cases above are only meaningful if some have duplicate stuff classes and
+    dropped segments; check that they do."""
+    dup_stuff = dropped = 0
+    for seed in range(40):
+        logits, classes, is_thing, image_size, output_size = _random_case(seed, t=int(3 + seed % 9))
+        stuff = classes[~is_thing[classes]]
+        dup_stuff += len(stuff) != len(stuff.unique())
+        _, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4)
+        dropped += len(info) < len(classes)
+    assert dup_stuff >= 10 and dropped >= 10
+
+
+def test_no_kept_query_gives_void():
+    seg, info = postprocessing.panoptic_merge(
+        torch.zeros(0, 5, 5), torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.ones(3, dtype=torch.bool),
+        (20, 20), (30, 40), 4,
+    )
+    assert info == [] and seg.shape == (30, 40) and (seg == 0).all()
+
+
+def test_select_queries_uses_reference_rule():
+    # Query 0: class 1 at 0.9 -> kept. Query 1: no-object most likely -> dropped. Query 2: best
+    # class at 0.8 < 0.85 -> dropped. Query 3: real class at 0.45 but no-object at 0.5 -> dropped
+    # even with a low threshold.
+    probs = torch.tensor(
+        [[0.05, 0.9, 0.05], [0.05, 0.05, 0.9], [0.8, 0.1, 0.1], [0.45, 0.05, 0.5]]
+    )
+    keep, scores, classes = postprocessing.select_queries(probs.log(), 0.85)
+    assert keep.tolist() == [True, False, False, False]
+    keep, _, _ = postprocessing.select_queries(probs.log(), 0.3)
+    assert keep.tolist() == [True, False, True, False]
+    assert classes[0] == 1 and scores[0] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("size", [(7, 9, 20, 31), (100, 60, 33, 47), (13, 13, 13, 13), (5, 200, 480, 640)])
+def test_nearest_resize_matches_pil(size):
+    h, w, H, W = size
+    ids = torch.randint(0, 255, (h, w))
+    pil = np.array(Image.fromarray(ids.numpy().astype(np.uint8)).resize((W, H), resample=Image.NEAREST))
+    assert np.array_equal(postprocessing.resize_ids_nearest(ids, (H, W)).numpy(), pil)
+
+
+def test_semantic_and_instance_outputs_have_detectron2_shapes():
+    n, k = 6, 4
+    logits = torch.randn(n, k + 1)
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4]]).repeat(n, 1)
+    masks = torch.randn(n, 8, 10)
+    is_thing = torch.tensor([True, True, False, False])
+    sem = postprocessing.semantic_results(logits, masks, (50, 60))
+    assert sem.shape == (k, 50, 60)
+    inst = postprocessing.instance_results(logits, boxes, masks, is_thing, (32, 40), (30, 40), (60, 80), topk=100)
+    assert len(inst) == int(is_thing[logits[:, :-1].argmax(-1)].sum())
+    assert inst.pred_masks.shape == (len(inst), 60, 80) and inst.pred_masks.dtype == torch.bool
+    assert all(is_thing[c] for c in inst.pred_classes)
+    assert torch.allclose(inst.pred_boxes.tensor[:1], torch.tensor([[32.0, 18.0, 48.0, 42.0]]))
+    assert (inst.scores[:-1] >= inst.scores[1:]).all()
