@@ -16,10 +16,10 @@ import os
 import sys
 
 import numpy as np
-from detectron2.data.detection_utils import read_image
 from PIL import Image
 from tqdm import tqdm
 
+from detr_panoptic_d2.data.image_io import read_image
 from detr_panoptic_d2.panoptic_export import coco_categories, draw_panoptic, to_coco_panoptic
 from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
 

@@ -15,9 +15,9 @@ import os
 import sys
 from urllib.parse import quote
 
-from detectron2.data.detection_utils import read_image
 from tqdm import tqdm
 
+from detr_panoptic_d2.data.image_io import read_image
 from detr_panoptic_d2.inspection import trace_pipeline, write_pipeline_page
 from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
 
