@@ -70,7 +70,7 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert ours["mask_head_queries_per_image"] == 4 and ref["mask_head_queries_per_image"] == 10
     comparison = training["comparison"]
     assert comparison["losses_max_abs_diff"] <= 1e-6
-    assert comparison["grads_max_abs_diff"] <= 1e-5 * comparison["grads_max_abs"]
+    assert comparison["grads_max_abs_diff"] <= 1e-4 * comparison["grads_max_abs"]
     assert training["speedup"] > 0
 
 

@@ -106,10 +106,11 @@ def test_training_on_matched_queries_equals_all_queries(tmp_path, frozen):
         torch.testing.assert_close(losses_a[k], losses_b[k], rtol=1e-6, atol=1e-7, msg=k)
     assert grads_a.keys() == grads_b.keys()
     assert all(n.startswith("mask_head.") for n in grads_a) == frozen
-    # Weight gradients sum over objects; extra zero-gradient objects only reorder that sum.
+    # Weight gradients sum over objects; extra zero-gradient objects only reorder that sum
+    # (and how threads split it), which moves the last bits: a wrong row would move whole units.
     scale = max(g.abs().max().item() for g in grads_a.values())
     for k in grads_a:
-        torch.testing.assert_close(grads_a[k], grads_b[k], rtol=1e-5, atol=1e-6 * scale, msg=k)
+        torch.testing.assert_close(grads_a[k], grads_b[k], rtol=1e-4, atol=1e-4 * scale, msg=k)
 
 
 def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
