@@ -4,7 +4,7 @@ Runs synthetic images of a given size through a config's model on the current de
 reports end-to-end and per-stage times, images/s and peak memory, for inference and for a
 training iteration; with ``--compare-all-queries`` the same weights also run with the mask
 head on all queries (the reference implementation's behaviour) and the report gives the
-ratio and whether outputs, losses and gradients are identical. See ``--help``.
+ratio and whether outputs, losses and gradients are identical.
 """
 import argparse
 import json
@@ -25,42 +25,40 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def argument_parser():
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].replace("``", ""))
     p.add_argument("--config-file", required=True, help="a DetrPanoptic yaml config")
-    p.add_argument("--size", type=int, nargs=2, default=(800, 1066), metavar=("H", "W"), help="image size")
-    p.add_argument("--task", choices=["inference", "training", "both"], default="both")
+    p.add_argument("--size", type=int, nargs=2, default=(800, 1066), metavar=("H", "W"), help="image size (800 1066)")
+    p.add_argument("--task", choices=["inference", "training", "both"], default="both", help="what to time (both)")
     p.add_argument(
         "--compare-all-queries", action="store_true",
         help="also run the same weights with MODEL.DETR.MASK_HEAD.ALL_QUERIES True and compare",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="images per inference call")
-    p.add_argument("--train-batch-size", type=int, default=2, help="images per training iteration")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls before the timed ones")
-    p.add_argument("--runs", type=int, default=3, help="timed calls")
+    p.add_argument("--batch-size", type=int, default=1, help="images per inference call (%(default)s)")
+    p.add_argument("--train-batch-size", type=int, default=2, help="images per training iteration (%(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before the timed ones (%(default)s)")
+    p.add_argument("--runs", type=int, default=3, help="timed calls (%(default)s)")
     p.add_argument(
         "--kept-queries", type=int, default=None,
         help="rewrite the class head so that exactly this many queries per image pass "
-        f"MODEL.DETR.TEST.OBJECT_SCORE_THRESH (default: {DEFAULT_KEPT_QUERIES} for random weights, "
-        "the model's own scores when MODEL.WEIGHTS is set; -1: never rewrite)",
+        f"MODEL.DETR.TEST.OBJECT_SCORE_THRESH ({DEFAULT_KEPT_QUERIES} for random weights; with MODEL.WEIGHTS "
+        "the model's own scores unless given; -1: never rewrite)",
     )
     p.add_argument(
         "--targets-per-image", type=int, default=15,
-        help="synthetic ground-truth segments per training image (COCO panoptic averages ~11)",
+        help="synthetic ground-truth segments per training image (%(default)s; COCO panoptic averages ~11)",
     )
     p.add_argument(
         "--amp", choices=AMP_CHOICES, default="none",
-        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast",
+        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast (none)",
     )
-    p.add_argument("--device", default="auto", help="'auto' (cuda when available, else cpu), 'cpu', 'cuda', ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch's default)")
     p.add_argument(
         "--clock", choices=sorted(CLOCKS), default="wall",
-        help="wall: elapsed time; cpu: the process's CPU time (CPU only), steadier than wall time on a "
-        "machine shared with other jobs, especially with --threads 1",
+        help="wall (default): elapsed time; cpu: the process's CPU time (CPU device only), steadier than wall "
+        "time on a machine shared with other jobs, especially with --threads 1",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images (%(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p
