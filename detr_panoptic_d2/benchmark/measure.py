@@ -46,8 +46,9 @@ def measure(contestants, *, warmup, runs, device, clock=None):
     Returns {key: (report, what its last step returned)}. A report has "all_queries" (the
     model's mask-head mode), "total" and "stages" (summaries in seconds of ``clock``, see
     StageTimer, and stats.summarize), "images_per_s" (num_images / median total),
-    "peak_memory_mib" and "memory_kind" (highest over the timed runs, see memory.PeakMemory)
-    and "mask_head_queries_per_image" (of the last call).
+    "peak_memory_mib" (highest over the timed runs), "memory_at_start_mib" (held before the
+    last run) and "memory_kind" (see memory.PeakMemory), and "mask_head_queries_per_image"
+    (of the last call).
     """
     if runs < 1:
         raise ValueError(f"--runs must be at least 1, got {runs}")
@@ -79,6 +80,7 @@ def _report(contestant, per_run, rows):
         "stages": summarize_runs([seconds for seconds, _ in per_run]),
         "images_per_s": contestant.num_images / total["median"],
         "peak_memory_mib": max(peak.mib for _, peak in per_run),
+        "memory_at_start_mib": per_run[-1][1].start_mib,
         "memory_kind": per_run[-1][1].kind,
         "mask_head_queries_per_image": rows.rows / contestant.num_images,
     }

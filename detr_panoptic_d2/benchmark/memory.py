@@ -32,19 +32,24 @@ def _reset_rss_high_water():
 
 
 class PeakMemory:
-    """``with PeakMemory(device) as peak: ...`` then ``peak.mib`` and ``peak.kind``."""
+    """``with PeakMemory(device) as peak: ...`` then ``peak.mib`` (the peak), ``peak.start_mib``
+    (the same measure on entry: what the process or CUDA held before the block; None where
+    unknown) and ``peak.kind``."""
 
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda"
         self.mib = None
+        self.start_mib = None
         self.kind = None
 
     def __enter__(self):
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            self.start_mib = torch.cuda.memory_allocated() / 2**20
             self.kind = "cuda_max_allocated"
         elif _reset_rss_high_water():
+            self.start_mib = _status_kib("VmRSS") / 1024
             self.kind = "cpu_peak_rss"
         else:
             self.kind = "cpu_peak_rss_process_lifetime"

@@ -66,6 +66,7 @@ def task_table(task):
     extra = [
         ("images/s", "images_per_s", "{:.3f}"),
         ("peak memory (MiB)", "peak_memory_mib", "{:.0f}"),
+        ("memory before a call (MiB)", "memory_at_start_mib", "{:.0f}"),
         ("mask-head queries / image", "mask_head_queries_per_image", "{:g}"),
         ("panoptic segments / image", "segments_per_image", "{:g}"),
     ]
