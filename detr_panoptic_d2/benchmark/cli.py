@@ -16,7 +16,7 @@ import torch
 from .amp import AMP_CHOICES
 from .inference import compare_outputs, run_inference
 from .models import build_models, load_cfg
-from .report import MODE_LABELS, environment, mode_key, task_table
+from .report import environment, format_report, mode_key
 from .synthetic import synthetic_batch
 from .training import compare_training, run_training
 
@@ -154,53 +154,6 @@ def _with_speedup(section):
     if len(modes) == 2:
         section["speedup"] = modes["all_queries"]["total"]["median"] / modes["used_queries"]["total"]["median"]
     return section
-
-
-def format_report(report):
-    """The report as text: a header, then a table and a verdict line per task."""
-    env = report["environment"]
-    model = report["model"]
-    lines = [
-        f"config {report['config_file']} {' '.join(report['opts'])}".rstrip(),
-        f"device {env.get('gpu', env['cpu'])} ({env['device']}, {env['torch_threads']} CPU threads), "
-        f"torch {env['torch']}, amp {report['amp']}, {report['clock']} clock",
-        f"images {report['image_size'][0]}x{report['image_size'][1]}, weights: {model['weights']}, "
-        f"kept queries: {model['kept_queries'] if model['kept_queries'] is not None else 'from the weights'}, "
-        f"{report['warmup']} warm-up + {report['runs']} timed runs",
-    ]
-    lines += [f"NOTE: {note}" for note in report["notes"]]
-    for task in ("inference", "training"):
-        if task not in report:
-            continue
-        section = report[task]
-        title = f"{task}, batch {section['batch_size']}"
-        if task == "training":
-            frozen = "frozen detector (mask stage)" if model["frozen_detector"] else "whole model"
-            title += f", {section['targets_per_image']} targets/image, {frozen}"
-        lines += ["", title, task_table(section)]
-        kept = model["kept_queries"]
-        ours = section["modes"].get("used_queries")
-        if task == "inference" and kept is not None and ours and ours["mask_head_queries_per_image"] != kept:
-            lines.append(
-                f"WARNING: {ours['mask_head_queries_per_image']:g} queries per image were kept, not {kept} "
-                "(mixed precision moves the class scores of the calibrated head)"
-            )
-        if "speedup" in section:
-            lines.append(f"{MODE_LABELS[True]} / {MODE_LABELS[False]}: x{section['speedup']:.2f} end to end")
-        comparison = section.get("comparison")
-        if comparison and task == "inference":
-            kinds = [k for k in comparison if k not in ("identical", "panoptic_pixels_differing")]
-            verdict = "identical" if comparison["identical"] else "DIFFERENT"
-            if "panoptic_pixels_differing" in comparison and not comparison["identical"]:
-                verdict += f" ({comparison['panoptic_pixels_differing']} panoptic pixels differ)"
-            lines.append(f"outputs ({', '.join(kinds)}): {verdict}")
-        elif comparison:
-            losses = "identical" if comparison["losses_equal"] else f"max abs diff {comparison['losses_max_abs_diff']:.3g}"
-            grads = "identical" if comparison["grads_equal"] else (
-                f"max abs diff {comparison['grads_max_abs_diff']:.3g} (largest gradient {comparison['grads_max_abs']:.3g})"
-            )
-            lines.append(f"losses: {losses}; gradients: {grads}")
-    return "\n".join(lines)
 
 
 def main(argv=None):
