@@ -83,6 +83,19 @@ def test_module_entry_point_has_help():
     assert proc.returncode == 0 and "--compare-all-queries" in proc.stdout and "--kept-queries" in proc.stdout
 
 
+def test_notes_warn_about_all_query_outputs_and_a_busy_machine():
+    from detr_panoptic_d2.benchmark.cli import _notes
+
+    cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
+    quiet = {"cpu_count": 2, "load_average_1min": 0.2}
+    assert _notes(cfg, True, quiet, "wall") == []
+    cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
+    assert "all queries" in " ".join(_notes(cfg, True, quiet, "wall"))
+    assert _notes(cfg, False, quiet, "wall") == []
+    busy = {"cpu_count": 2, "load_average_1min": 3.5}
+    assert "--clock cpu" in _notes(cfg, False, busy, "wall")[0] and _notes(cfg, False, busy, "cpu") == []
+
+
 def test_missing_config_file_is_named():
     with pytest.raises(FileNotFoundError, match="configs/nope.yaml"):
         main(["--config-file", "configs/nope.yaml", "--device", "cpu"])

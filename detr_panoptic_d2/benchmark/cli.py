@@ -116,8 +116,8 @@ def run_benchmark(args):
         "seed": args.seed,
         "environment": environment(device),
         "model": info,
-        "notes": _notes(cfg, inference),
     }
+    report["notes"] = _notes(cfg, inference, report["environment"], args.clock)
     if inference:
         results = run_inference(models, infer_inputs, **common)
         section = {"batch_size": args.batch_size, "modes": {mode_key(m): r for m, (r, _) in results.items()}}
@@ -137,15 +137,22 @@ def run_benchmark(args):
     return report
 
 
-def _notes(cfg, inference):
+def _notes(cfg, inference, env, clock):
     """Caveats about what was timed."""
+    notes = []
     test = cfg.MODEL.DETR.TEST
     if inference and (test.INSTANCES_ON or test.SEMANTIC_ON):
-        return [
+        notes.append(
             "MODEL.DETR.TEST.INSTANCES_ON / SEMANTIC_ON use every query's mask, so inference runs the mask head "
             "on all queries whatever MASK_HEAD.ALL_QUERIES says; set them False to time panoptic output alone"
-        ]
-    return []
+        )
+    load = env.get("load_average_1min")
+    if clock == "wall" and load is not None and load > 0.5 * env["cpu_count"]:
+        notes.append(
+            f"load average {load:.1f} on {env['cpu_count']} CPUs: other jobs are running, and wall-clock times of "
+            "multi-threaded CPU runs suffer most in small operations; prefer --threads 1 --clock cpu on a busy machine"
+        )
+    return notes
 
 
 def _with_speedup(section):

@@ -14,7 +14,8 @@ def mode_key(all_queries):
 
 
 def environment(device):
-    """Where the benchmark ran: torch version, device name, CPU threads."""
+    """Where the benchmark ran: torch version, device name, CPU threads, and the load average
+    at the start (other jobs on the CPU)."""
     env = {
         "torch": torch.__version__,
         "device": str(device),
@@ -22,6 +23,8 @@ def environment(device):
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
     }
+    if hasattr(os, "getloadavg"):
+        env["load_average_1min"] = os.getloadavg()[0]
     if torch.device(device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return env
