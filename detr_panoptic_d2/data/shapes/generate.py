@@ -25,7 +25,7 @@ from ..panoptic_dataset import panoptic_metadata
 from .render import CATEGORIES, render_sample
 
 # Bump when the files written for the same parameters change; existing splits regenerate.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 JPEG_QUALITY = 90
 
 logger = logging.getLogger(__name__)

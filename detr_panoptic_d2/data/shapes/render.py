@@ -98,18 +98,28 @@ def _smooth_noise(rng, height, width, cells):
 
 
 def _stuff_layout(rng, height, width):
-    """height x width map of stuff category ids: 2 or 3 classes, each on at least 12% of the
-    image (best of 20 tries), as the argmax of one smooth random field per class."""
+    """height x width map of stuff category ids: 2 or 3 classes as bands across the image (like
+    sky, sea and beach), in random order and orientation, separated by wavy borders.
+
+    Each border is a sum of two random sinusoids (1-3 periods across the image, amplitude up to
+    6% of the image) around a cut at least 25% of the image from the other cuts and the edges,
+    so that bands never cross and each class forms one irregular region.
+    """
     classes = rng.choice(STUFF_IDS, size=rng.integers(2, 4), replace=False)
-    for _ in range(20):
-        fields = [
-            _smooth_noise(rng, height, width, 3) + 0.3 * _smooth_noise(rng, height, width, 7)
-            for _ in classes
-        ]
-        label = np.argmax(fields, axis=0)
-        if np.bincount(label.ravel(), minlength=len(classes)).min() >= 0.12 * height * width:
-            break
-    return classes[label]
+    transpose = rng.random() < 0.5
+    rows, cols = (width, height) if transpose else (height, width)
+    slack = 1.0 - 0.25 * len(classes)
+    cuts = 0.25 * np.arange(1, len(classes)) + np.sort(rng.uniform(0, slack, len(classes) - 1))
+    t = np.linspace(0, 2 * math.pi, cols, dtype=np.float32)
+    y = np.linspace(0, 1, rows, dtype=np.float32)[:, None]
+    label = np.zeros((rows, cols), np.int64)
+    for cut in cuts:
+        border = np.full(cols, cut, np.float32)
+        for _ in range(2):
+            border += rng.uniform(0.01, 0.03) * np.sin(rng.uniform(1, 3) * t + rng.uniform(0, 2 * math.pi))
+        label += y > border[None, :]
+    label = classes[label]
+    return label.T if transpose else label
 
 
 def _merge_small_stuff(stuff, visible):
