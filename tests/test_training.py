@@ -1,5 +1,6 @@
 """End to end on a tiny shapes split: tools/train_net.py trains and evaluates, the two-stage
 recipe keeps the detector, --resume continues the schedule, and 2-process DDP runs on CPU."""
+import glob
 import hashlib
 import importlib.util
 import json
@@ -10,6 +11,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.modeling import build_model
 from detectron2.utils import comm
 
 from detr_panoptic_d2.checkpoint import load_model_state
@@ -176,8 +178,13 @@ def _ddp_worker(cfg_file, shapes_root, out_dir):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu(shapes, shapes_root, tmp_path):
+@pytest.mark.parametrize("frozen_detector", [False, True], ids=["joint", "frozen_detector"])
+def test_two_process_ddp_on_cpu(shapes, shapes_root, tmp_path, frozen_detector):
     cfg = tiny_training_cfg(*shapes, tmp_path / "run", max_iter=3)
+    if frozen_detector:
+        box_cfg = tiny_training_cfg(*shapes, tmp_path, mask_on=False)
+        DetectionCheckpointer(build_model(box_cfg), save_dir=str(tmp_path)).save("boxes")
+        cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.MODEL.DETR.TEST.INSTANCES_ON = False
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
@@ -193,4 +200,11 @@ def test_two_process_ddp_on_cpu(shapes, shapes_root, tmp_path):
     assert math.isfinite(ranks[0]["results"]["panoptic_seg"]["PQ"])
     with open(tmp_path / "run" / "inference" / shapes[1] / "predictions.json") as f:
         assert len(json.load(f)["annotations"]) == 4  # both ranks' predictions gathered
+    # Rank 0 alone writes checkpoints and events; each rank keeps its own log.
     assert os.path.isfile(tmp_path / "run" / "model_final.pth")
+    assert len(glob.glob(str(tmp_path / "run" / "events.out.tfevents.*"))) == 1
+    assert os.path.isfile(tmp_path / "run" / "log.txt.rank1")
+    if frozen_detector:
+        boxes = load_model_state(str(tmp_path / "boxes.pth"))
+        final = load_model_state(str(tmp_path / "run" / "model_final.pth"))
+        assert all(torch.equal(final[k], v) for k, v in boxes.items())

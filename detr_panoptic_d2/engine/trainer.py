@@ -17,6 +17,7 @@ import logging
 import os
 import weakref
 
+import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
@@ -40,7 +41,7 @@ class DetrTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         ddp_kwargs = {"broadcast_buffers": False}
-        if model.device.type == "cpu":
+        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
             ddp_kwargs["device_ids"] = None
         model = create_ddp_model(model, **ddp_kwargs)
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
