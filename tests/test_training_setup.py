@@ -1,13 +1,16 @@
 """The trainer's parts: optimizer groups and full-model clipping, machine adaptation of the
 config, and the choice of evaluators."""
 import logging
+import math
 
 import pytest
 import torch
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator
 from detectron2.modeling import build_model
 
+from detr_panoptic_d2 import add_detr_panoptic_config
 from detr_panoptic_d2.data import register_panoptic_dataset
 from detr_panoptic_d2.engine import (
     PanopticSemSegEvaluator,
@@ -117,3 +120,28 @@ def test_evaluators_follow_the_enabled_outputs_and_metadata(tmp_path, caplog):
 def test_other_evaluator_types_are_refused():
     with pytest.raises(ValueError, match="'coco_2017_val'.*evaluator_type 'coco'"):
         build_panoptic_evaluator(tiny_cfg(), "coco_2017_val", None)
+
+
+@pytest.mark.parametrize("path", ["configs/shapes/detr_R18_shapes.yaml", "configs/shapes/detr_R18_shapes_boxes.yaml",
+                                  "configs/shapes/detr_R18_shapes_panoptic.yaml"])
+def test_shapes_configs_build_for_the_builtin_dataset(path):
+    cfg = add_detr_panoptic_config(get_cfg())
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+    model = build_model(cfg)
+    assert model.class_embed.out_features == 7 and cfg.DATASETS.TEST == ("shapes_panoptic_val",)
+    assert (model.mask_head is not None) == cfg.MODEL.MASK_ON
+    assert "res5" not in model.backbone.output_shape()  # read at res4, res5 not built
+
+
+def test_coco_schedules_are_the_papers_in_iterations():
+    """300 box epochs (lr drop at 200), then 25 mask epochs (drop at 15), 118287 images, batch 64."""
+    epoch = math.ceil(118287 / 64)
+    for path, (epochs, drop) in {"configs/coco/detr_R50_boxes.yaml": (300, 200),
+                                 "configs/coco/detr_R50_joint.yaml": (300, 200),
+                                 "configs/coco/detr_R50_panoptic.yaml": (25, 15)}.items():
+        cfg = add_detr_panoptic_config(get_cfg())
+        cfg.merge_from_file(path)
+        assert cfg.SOLVER.IMS_PER_BATCH == 64
+        assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS)) == (epochs * epoch, (drop * epoch,)), path
