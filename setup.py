@@ -24,6 +24,9 @@ setup(
         "iopath>=0.1.7,<0.1.10",
         "tqdm",
         "safetensors",
+        # Detectron2's Visualizer (tools/demo.py, tools/inspect_pipeline.py) imports cv2.
+        "opencv-python-headless",
+        "matplotlib",
     ],
     extras_require={
         "test": [

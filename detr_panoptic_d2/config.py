@@ -97,6 +97,11 @@ def add_detr_panoptic_config(cfg):
     cfg.INPUT.DETR.CROP_PRE_RESIZE = [400, 500, 600]
     cfg.INPUT.CROP.PROB = 0.5
 
+    # Training only: a sample whose files are unreadable or inconsistent is logged (with a
+    # running count) and replaced by another instead of stopping the run. Evaluation never
+    # skips samples.
+    cfg.DATALOADER.SKIP_BAD_SAMPLES = False
+
     # AdamW with a lower learning rate for the backbone (paper: 1e-4 and 1e-5).
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Backbone learning rate = BASE_LR * BACKBONE_MULTIPLIER.

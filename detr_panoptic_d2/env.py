@@ -67,7 +67,7 @@ def collect():
         rows.append(("panopticapi", panoptic or "importable"))
     except ImportError as e:
         rows.append(("panopticapi", f"NOT IMPORTABLE ({e})"))
-    for name in ("numpy", "scipy", "pycocotools", "setuptools", "transformers"):
+    for name in ("numpy", "scipy", "pycocotools", "setuptools", "transformers", "opencv-python-headless"):
         rows.append((name, _dist_version(name) or "not installed"))
     try:
         import detr_panoptic_d2

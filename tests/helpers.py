@@ -1,6 +1,10 @@
 """Small configs, models and inputs shared by the tests (CPU, seconds per forward)."""
+import importlib.util
+import os
+
 import torch
 from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from detr_panoptic_d2 import add_detr_panoptic_config
@@ -60,6 +64,68 @@ def make_input(height, width, classes=(), seed=0, with_targets=True):
         inst.gt_masks = BitMasks(masks)
         x["instances"] = inst
     return x
+
+
+TINY_PANOPTIC = "detr_test_tiny_panoptic"
+
+
+def register_tiny_panoptic_metadata(name=TINY_PANOPTIC):
+    """Metadata of a 5-class panoptic dataset (no images): contiguous things 0, 1, 4 and stuff
+    2, 3, with non-contiguous dataset ids. Returns the dataset name (for tiny_cfg(dataset=...))."""
+    meta = MetadataCatalog.get(name)
+    if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+        meta.set(
+            thing_dataset_id_to_contiguous_id={1: 0, 2: 1, 7: 4},
+            stuff_dataset_id_to_contiguous_id={5: 2, 6: 3},
+            thing_classes=["cat", "dog", "grass", "sky", "bird"],
+            stuff_classes=["cat", "dog", "grass", "sky", "bird"],
+        )
+    return name
+
+
+def load_tool(name):
+    """Imports ``tools/<name>.py`` (the tools are scripts, not a package) as a module."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0):
+    """Writes ``config.yaml`` (tiny_cfg for ``dataset``, test-time resize to 96..160 px) and
+    ``model.pth`` (random weights drawn from ``seed``) into ``folder`` for the command-line
+    tools. The no-object logit is biased down so every query predicts a real class: with
+    --confidence-threshold 0 all queries are kept. Returns (config path, weights path)."""
+    from detectron2.modeling import build_model
+
+    from detr_panoptic_d2.checkpoint.class_rows import dataset_category_ids
+
+    cfg = tiny_cfg(num_classes=len(dataset_category_ids(dataset)), dataset=dataset)
+    cfg.INPUT.MIN_SIZE_TEST = 96
+    cfg.INPUT.MAX_SIZE_TEST = 160
+    config, weights = os.path.join(folder, "config.yaml"), os.path.join(folder, "model.pth")
+    with open(config, "w", encoding="utf-8") as f:
+        f.write(cfg.dump())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        state = build_model(cfg).state_dict()
+    state["class_embed.bias"][-1] = -10.0
+    torch.save({"model": state}, weights)
+    return config, weights
+
+
+def write_image(path, height, width, seed=0):
+    """Saves a random RGB image (smooth colour blobs plus noise) as PNG; returns the path."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(3, 4, 4, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse[None], size=(height, width), mode="bilinear")[0]
+    noise = torch.rand(3, height, width, generator=g) * 0.2
+    pixels = ((smooth * 0.8 + noise) * 255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).save(path)
+    return str(path)
 
 
 def register_tiny_shapes(root, prefix, num_train=16, num_val=4, size=(64, 96)):

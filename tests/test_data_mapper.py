@@ -261,6 +261,18 @@ def test_grayscale_rgba_and_palette_images_are_converted(dicts, tmp_path, mode):
     )
 
 
+def test_16_bit_grayscale_keeps_its_high_byte(dicts, tmp_path):
+    d = dicts[0]
+    gray = np.asarray(Image.open(d["file_name"]).convert("L")).astype(np.uint16)
+    wide = gray * 256 + 100  # the 16-bit value whose high byte is the 8-bit one
+    path = str(tmp_path / "image16.png")
+    Image.fromarray(wide).save(path)
+    assert Image.open(path).mode.startswith("I")
+    out = _mapper([])({**d, "file_name": path})
+    for channel in out["image"].numpy():
+        np.testing.assert_array_equal(channel, gray)
+
+
 def _missing_image(d, tmp_path):
     return {**d, "file_name": str(tmp_path / "missing.jpg")}, str(tmp_path / "missing.jpg")
 
@@ -277,6 +289,18 @@ def _unreadable_image(d, tmp_path):
 
 def _unlisted_segment(d, tmp_path):
     return {**d, "segments_info": d["segments_info"][1:]}, d["pan_seg_file_name"]
+
+
+def _absent_segment(d, tmp_path):
+    ghost = dict(d["segments_info"][0], id=max(s["id"] for s in d["segments_info"]) + 7)
+    return {**d, "segments_info": d["segments_info"] + [ghost]}, d["pan_seg_file_name"]
+
+
+def _truncated_image(d, tmp_path):
+    path = tmp_path / "truncated.jpg"
+    data = open(d["file_name"], "rb").read()
+    path.write_bytes(data[: len(data) // 2])
+    return {**d, "file_name": str(path)}, str(path)
 
 
 def _unknown_category(d, tmp_path):
@@ -299,7 +323,9 @@ BAD_SAMPLES = {
     "missing image": (_missing_image, "cannot read"),
     "missing png": (_missing_png, "cannot read"),
     "unreadable image": (_unreadable_image, "cannot read"),
+    "truncated image": (_truncated_image, "cannot read"),
     "unlisted segment": (_unlisted_segment, "not in segments_info"),
+    "segment absent from png": (_absent_segment, "cover no pixel"),
     "unknown category": (_unknown_category, "category id 99"),
     "png size": (_small_png, "differs from image"),
     "image size": (_wrong_image_size, "Mismatched image shape"),
@@ -406,3 +432,19 @@ def test_builtin_coco_panoptic_splits_load_from_the_readme_layout(tmp_path):
     ]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"coco_2017_train_panoptic": expected, "coco_2017_val_panoptic": expected}
+
+
+def test_skipping_bad_samples_counts_and_logs_in_training_only(dicts, tmp_path, caplog):
+    bad, path = _truncated_image(dict(dicts[0]), tmp_path)
+    args = DetrPanopticDatasetMapper.from_config(_cfg(), True)
+    mapper = DetrPanopticDatasetMapper(**{**args, "skip_bad_samples": True})
+    with caplog.at_level("WARNING"):
+        assert mapper(bad) is None
+        assert mapper(bad) is None
+    assert mapper.num_skipped == 2
+    assert path in caplog.text and "2 skipped" in caplog.text
+    assert mapper(dicts[1])["instances"] is not None
+    test_args = DetrPanopticDatasetMapper.from_config(_cfg(), False)
+    evaluation = DetrPanopticDatasetMapper(**{**test_args, "skip_bad_samples": True})
+    with pytest.raises(PanopticDataError, match="truncated.jpg"):
+        evaluation(bad)

@@ -1,48 +1,66 @@
-"""The demo's pieces: panoptic pictures and the printed metrics table."""
-import importlib.util
-import os
+"""tools/demo.py on generated images with a small random model: one visualization per image,
+COCO panoptic PNGs and JSON with dataset category ids."""
+import json
 
 import numpy as np
-from detectron2.data import DatasetCatalog
-from detectron2.modeling import build_model
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.data.detection_utils import read_image
+from panopticapi.utils import rgb2id
 from PIL import Image
 
-from detr_panoptic_d2.visualization import save_panoptic_visualizations
+from detr_panoptic_d2.tool_setup import build_predictor, setup_inference_cfg
+from tests.helpers import load_tool, write_image, write_tiny_panoptic_model
 
-from .helpers import register_tiny_shapes, tiny_cfg
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def test_pictures_show_input_prediction_and_ground_truth(tmp_path):
-    _, val = register_tiny_shapes(str(tmp_path), "shapes_vis", num_train=1, num_val=2)
-    cfg = tiny_cfg(num_classes=6, dataset=val)
-    cfg.INPUT.MIN_SIZE_TEST = 64
-    cfg.INPUT.MAX_SIZE_TEST = 96
-    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0  # keep queries of the untrained model
-    model = build_model(cfg).train()
-    paths = save_panoptic_visualizations(cfg, model, val, str(tmp_path / "vis"), num_images=2, scale=2.0)
-    assert model.training
-    records = DatasetCatalog.get(val)
-    assert [os.path.basename(p) for p in paths] == [
-        os.path.basename(r["file_name"]).replace(".jpg", ".png") for r in records
-    ]
-    for path, record in zip(paths, records):
-        picture = np.asarray(Image.open(path))
-        width, height = Image.open(record["file_name"]).size
-        assert picture.shape == (2 * height, 3 * 2 * width, 3)
-        source, prediction, truth = np.split(picture, 3, axis=1)
-        assert not np.array_equal(source, truth) and not np.array_equal(source, prediction)
+demo = load_tool("demo")
+SIZES = {"street": (100, 140), "field": (120, 90)}
 
 
-def test_demo_prints_every_metric():
-    spec = importlib.util.spec_from_file_location("run_demo", os.path.join(ROOT, "tools", "run_demo.py"))
-    run_demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_demo)
-    panoptic = {k + s: float(i) for i, (k, s) in enumerate((k, s) for s in ("", "_th", "_st") for k in ("PQ", "SQ", "RQ"))}
-    text = run_demo.format_results({"panoptic_seg": panoptic, "bbox": {"AP": 12.34}, "sem_seg": {"mIoU": 56.78}})
-    lines = text.splitlines()
-    assert lines[1].split() == ["all", "0.0", "1.0", "2.0"]
-    assert lines[2].split() == ["things", "3.0", "4.0", "5.0"]
-    assert lines[3].split() == ["stuff", "6.0", "7.0", "8.0"]
-    assert lines[4].split() == ["box", "AP", "12.3", "mask", "AP", "n/a", "mIoU", "56.8"]
+def _run_demo(tmp_path, threshold, extra_opts=()):
+    config, weights = write_tiny_panoptic_model(tmp_path)
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    for seed, (name, (h, w)) in enumerate(SIZES.items()):
+        write_image(images / f"{name}.png", h, w, seed)
+    out = tmp_path / f"out_{threshold}"
+    argv = ["--config-file", config, "--input", str(images), "--output", str(out), "--save-coco-panoptic"]
+    argv += ["--confidence-threshold", str(threshold), "--opts", "MODEL.WEIGHTS", weights, *extra_opts]
+    assert demo.main(argv) == 0
+    return out, config, weights
+
+
+def test_demo_writes_visualizations_and_coco_panoptic(tmp_path):
+    out, config, weights = _run_demo(tmp_path, threshold=0.0)
+    for name, (h, w) in SIZES.items():
+        assert Image.open(out / f"{name}.png").size == (w, h)
+
+    predictions = json.loads((out / "coco_panoptic.json").read_text())
+    meta = MetadataCatalog.get("coco_2017_val_panoptic")
+    dataset_ids = set(meta.thing_dataset_id_to_contiguous_id) | set(meta.stuff_dataset_id_to_contiguous_id)
+    assert {c["id"] for c in predictions["categories"]} == dataset_ids
+    assert sorted(a["image_id"] for a in predictions["annotations"]) == sorted(SIZES)
+    for ann in predictions["annotations"]:
+        ids = rgb2id(np.asarray(Image.open(out / "coco_panoptic" / ann["file_name"]).convert("RGB")))
+        assert ids.shape == SIZES[ann["image_id"]]
+        segments = ann["segments_info"]
+        assert segments, "with threshold 0 some queries must survive the merge"
+        assert set(np.unique(ids)) - {0} == {s["id"] for s in segments}
+        for s in segments:
+            assert s["category_id"] in dataset_ids and s["area"] == int((ids == s["id"]).sum())
+
+    # Category ids are the model's contiguous ids mapped back to COCO's.
+    cfg = setup_inference_cfg(config, ["MODEL.WEIGHTS", weights], confidence_threshold=0.0)
+    predictor, _ = build_predictor(cfg)
+    with torch.no_grad():
+        _, expected = predictor(read_image(str(tmp_path / "images" / "street.png"), format="BGR"))["panoptic_seg"]
+    to_dataset = {c: d for d, c in meta.thing_dataset_id_to_contiguous_id.items()}
+    to_dataset.update({c: d for d, c in meta.stuff_dataset_id_to_contiguous_id.items()})
+    street = next(a for a in predictions["annotations"] if a["image_id"] == "street")
+    assert [s["category_id"] for s in street["segments_info"]] == [to_dataset[s["category_id"]] for s in expected]
+
+
+def test_demo_confidence_threshold_reaches_the_model_and_frozen_weights_are_ignored(tmp_path):
+    # A stage-2 config's FROZEN_WEIGHTS (a training input) must not be needed for inference.
+    out, _, _ = _run_demo(tmp_path, threshold=1.0, extra_opts=["MODEL.DETR.FROZEN_WEIGHTS", "missing/boxes.pth"])
+    predictions = json.loads((out / "coco_panoptic.json").read_text())
+    assert all(a["segments_info"] == [] for a in predictions["annotations"])

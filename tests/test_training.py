@@ -2,7 +2,6 @@
 recipe keeps the detector, --resume continues the schedule, and 2-process DDP runs on CPU."""
 import glob
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -17,9 +16,7 @@ from detectron2.utils import comm
 from detr_panoptic_d2.checkpoint import load_model_state
 from detr_panoptic_d2.engine import DetrTrainer
 
-from .helpers import register_tiny_shapes, tiny_training_cfg
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .helpers import load_tool, register_tiny_shapes, tiny_training_cfg
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +30,6 @@ def shapes(shapes_root):
     return register_tiny_shapes(shapes_root, "shapes_tiny")
 
 
-def _train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(ROOT, "tools", "train_net.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write_cfg(cfg, path):
     with open(path, "w") as f:
         f.write(cfg.dump())
@@ -49,7 +39,7 @@ def _write_cfg(cfg, path):
 @pytest.mark.slow
 def test_train_net_trains_then_evaluates_pq_ap_miou(shapes, tmp_path):
     cfg_file = _write_cfg(tiny_training_cfg(*shapes, tmp_path / "run"), tmp_path / "cfg.yaml")
-    train_net = _train_net()
+    train_net = load_tool("train_net")
     results = train_net.main(default_argument_parser().parse_args(["--config-file", cfg_file]))
     assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
     assert "AP" in results["bbox"] and "AP" in results["segm"]
@@ -165,7 +155,7 @@ def _ddp_worker(cfg_file, shapes_root, out_dir):
 
             return batches()
 
-    train_net = _train_net()
+    train_net = load_tool("train_net")
     args = default_argument_parser().parse_args(["--config-file", cfg_file])
     cfg = train_net.setup(args)
     trainer = RecordingTrainer(cfg)

@@ -44,11 +44,16 @@ def load_checkpoint_file(path, allow_unsafe=False):
             raise ValueError(f"Checkpoint file {path!r} is truncated or corrupt: {e}") from e
 
 
-def load_model_state(path, allow_unsafe=False):
-    """The model state dict (name -> tensor) of a checkpoint file: its "model" entry when it has
-    one (Detectron2 and DETR checkpoints), else the file's top-level dict."""
-    obj = load_checkpoint_file(path, allow_unsafe)
+def model_state_of(obj, path):
+    """The model state dict (name -> tensor) inside a loaded checkpoint ``obj``: its "model" entry
+    when it has one (Detectron2 and DETR checkpoints), else ``obj`` itself (a bare state dict, as
+    HuggingFace's pytorch_model.bin). ``path`` names the file in errors."""
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"Checkpoint file {path!r} holds no state dict of tensors (expected a 'model' entry)")
     return state
+
+
+def load_model_state(path, allow_unsafe=False):
+    """The model state dict (name -> tensor) of a torch checkpoint file (see model_state_of)."""
+    return model_state_of(load_checkpoint_file(path, allow_unsafe), path)

@@ -1,6 +1,7 @@
 """DetrPanopticDatasetMapper: one Detectron2 panoptic dataset dict -> the model's input."""
 
 import copy
+import logging
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from panopticapi.utils import rgb2id
 
 from .augmentation import build_detr_augmentation
 from .errors import PanopticDataError
+from .image_io import read_image
+
+logger = logging.getLogger(__name__)
 
 
 class DetrPanopticDatasetMapper:
@@ -35,7 +39,14 @@ class DetrPanopticDatasetMapper:
 
     @configurable
     def __init__(
-        self, is_train=True, *, augmentations, image_format, dataset_name="", class_ids=None
+        self,
+        is_train=True,
+        *,
+        augmentations,
+        image_format,
+        dataset_name="",
+        class_ids=None,
+        skip_bad_samples=False,
     ):
         """
         Args:
@@ -44,12 +55,17 @@ class DetrPanopticDatasetMapper:
             image_format: ``cfg.INPUT.FORMAT``, e.g. "RGB" or "BGR".
             dataset_name: named in error messages.
             class_ids: the valid contiguous category ids; None accepts any.
+            skip_bad_samples: in training, log a bad sample (with the running count of skipped
+                ones) and return None, which makes Detectron2's loader draw another sample,
+                instead of raising. Ignored at test time, where every sample must be scored.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
         self.dataset_name = dataset_name
         self.class_ids = None if class_ids is None else frozenset(class_ids)
+        self.skip_bad_samples = skip_bad_samples and is_train
+        self.num_skipped = 0
 
     @classmethod
     def from_config(cls, cfg, is_train=True, dataset_name=None):
@@ -71,9 +87,20 @@ class DetrPanopticDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "dataset_name": "+".join(names),
             "class_ids": class_ids or None,
+            "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
         }
 
     def __call__(self, dataset_dict):
+        if not self.skip_bad_samples:
+            return self._map(dataset_dict)
+        try:
+            return self._map(dataset_dict)
+        except PanopticDataError as e:
+            self.num_skipped += 1
+            logger.warning(f"Skipping bad training sample ({self.num_skipped} skipped by this worker so far): {e}")
+            return None
+
+    def _map(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self._read(dataset_dict["file_name"], self.image_format)
         self._check_size(dataset_dict, image)
@@ -106,7 +133,7 @@ class DetrPanopticDatasetMapper:
     def _read(self, path, image_format):
         """HWC uint8 array of the file in ``image_format`` (3 channels for RGB/BGR)."""
         try:
-            return utils.read_image(path, format=image_format)
+            return read_image(path, format=image_format)
         except Exception as e:  # missing, truncated, not an image: all reported alike
             raise PanopticDataError(self.dataset_name, path, f"cannot read it ({e})") from e
 
@@ -118,10 +145,18 @@ class DetrPanopticDatasetMapper:
 
     def _check_segments(self, pan_file, ids, segments):
         listed = {s["id"] for s in segments}
-        unlisted = sorted(set(np.unique(ids).tolist()) - listed - {0})
+        present = set(np.unique(ids).tolist())
+        unlisted = sorted(present - listed - {0})
         if unlisted:
             raise PanopticDataError(
                 self.dataset_name, pan_file, f"segment ids {unlisted[:10]} are not in segments_info"
+            )
+        absent = sorted(listed - present)
+        if absent:
+            raise PanopticDataError(
+                self.dataset_name,
+                pan_file,
+                f"segments_info lists segment ids {absent[:10]} that cover no pixel of the PNG",
             )
         if self.class_ids is not None:
             for s in segments:

@@ -1,0 +1,47 @@
+"""Re-indexing the class head from dataset category ids to Detectron2's contiguous ids.
+
+DETR's released models index the rows of their class head by the COCO category id (panoptic:
+250 + 1 rows, detection: 91 + 1), the last row being "no object". Detectron2 numbers classes
+0..K-1 (its metadata's ``thing/stuff_dataset_id_to_contiguous_id``). The new head keeps, in
+contiguous order, the rows of the dataset's categories, then the no-object row.
+"""
+import torch
+from detectron2.data import MetadataCatalog
+
+# The datasets whose ids the released models' rows follow, by their row count.
+RELEASED_LAYOUTS = {251: "coco_2017_val_panoptic", 92: "coco_2017_val"}
+
+
+def dataset_category_ids(dataset_name):
+    """Dataset category id of each contiguous id 0..K-1 of a registered dataset (list of K ints)."""
+    meta = MetadataCatalog.get(dataset_name)
+    to_contiguous = dict(getattr(meta, "thing_dataset_id_to_contiguous_id", {}))
+    to_contiguous.update(getattr(meta, "stuff_dataset_id_to_contiguous_id", {}))
+    if not to_contiguous:
+        raise ValueError(
+            f"Dataset {dataset_name!r} has no thing_/stuff_dataset_id_to_contiguous_id metadata: register it "
+            "(e.g. with register_coco_panoptic) or pass a registered dataset name"
+        )
+    by_contiguous = {c: d for d, c in to_contiguous.items()}
+    if sorted(by_contiguous) != list(range(len(by_contiguous))):
+        raise ValueError(f"Dataset {dataset_name!r}: contiguous ids are not 0..{len(by_contiguous) - 1}")
+    return [by_contiguous[c] for c in range(len(by_contiguous))]
+
+
+def reindex_class_rows(state, dataset_name):
+    """Reorders ``class_embed.{weight,bias}`` of a DetrPanoptic state dict in place.
+
+    Row i of the result is the source row of the dataset id of contiguous class i; the last
+    row is the source's last (no object). Returns the new number of classes K."""
+    ids = dataset_category_ids(dataset_name)
+    rows = state["class_embed.weight"].shape[0]
+    if max(ids) >= rows - 1:
+        raise ValueError(
+            f"The class head has {rows} rows (last = no object), too few for category id {max(ids)} of "
+            f"{dataset_name!r}: its rows are not indexed by this dataset's ids (use --classes keep if "
+            "they are already in contiguous order)"
+        )
+    index = torch.tensor(ids + [rows - 1])
+    for name in ("class_embed.weight", "class_embed.bias"):
+        state[name] = state[name][index].clone()
+    return len(ids)

@@ -1,0 +1,24 @@
+"""Reading images of any common kind as 8-bit arrays in the model's input format."""
+import numpy as np
+from detectron2.data import detection_utils as utils
+from detectron2.utils.file_io import PathManager
+from PIL import Image, ImageOps
+
+# PIL modes of 16-bit (and 32-bit integer) grayscale files, e.g. 16-bit PNGs.
+_WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_image(path, format="RGB"):
+    """Returns an H x W x C uint8 array of the image at ``path`` in ``format`` (Detectron2's
+    "RGB", "BGR", "L", ...), with its EXIF orientation applied.
+
+    Palette, grayscale and RGBA files are converted as Detectron2 does (alpha dropped);
+    16-bit grayscale keeps its 8 most significant bits instead of being clipped at 255.
+    Raises what PIL raises for missing or undecodable files.
+    """
+    with PathManager.open(path, "rb") as f:
+        image = ImageOps.exif_transpose(Image.open(f))
+        if image.mode in _WIDE_GRAY_MODES:
+            wide = np.asarray(image).astype(np.int64)
+            image = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), mode="L")
+        return utils.convert_PIL_to_numpy(image, format)

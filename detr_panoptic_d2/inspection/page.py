@@ -1,0 +1,130 @@
+"""The pipeline inspector's page: an HTML file with PNGs showing each step for one image.
+
+Sections: the input; the encoded image (3-component PCA as RGB, and per-position norm); per
+kept object its box and class, its M attention heat-maps over the encoded image, its mask
+logits after the FPN-style head and its binary mask; the final argmax panoptic map.
+"""
+import html
+import os
+
+import numpy as np
+import torch
+from detectron2.utils.visualizer import Visualizer
+from matplotlib import colormaps
+from PIL import Image
+
+from ..panoptic_export import class_names, draw_panoptic
+
+PAGE_STYLE = (
+    "body{font-family:sans-serif;margin:1em 2em}figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}"
+    "figcaption{font-size:90%;color:#444}img{max-width:100%;image-rendering:pixelated}"
+    "section{border-top:1px solid #ccc;padding-top:.5em}"
+)
+
+
+def _colorize(values, cmap, low, high):
+    """h x w tensor -> h x w x 3 uint8 through a matplotlib colormap over [low, high]."""
+    scaled = ((values.float() - low) / max(high - low, 1e-12)).clamp(0, 1).numpy()
+    return (colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
+
+
+def _enlarge(array, size):
+    """h x w x 3 uint8 -> size (H, W), nearest neighbour: each cell stays a visible block."""
+    return np.asarray(Image.fromarray(array).resize(size[::-1], Image.NEAREST))
+
+
+def pca_rgb(features):
+    """d x h x w features -> h x w x 3 uint8: the 3 principal components, each scaled to 0..255."""
+    d, h, w = features.shape
+    x = features.reshape(d, -1).T.double()
+    x = x - x.mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    comps = x @ v[: min(3, v.shape[0])].T
+    comps = torch.nn.functional.pad(comps, (0, 3 - comps.shape[1]))
+    low, high = comps.min(0).values, comps.max(0).values
+    comps = (comps - low) / (high - low).clamp(min=1e-12)
+    return (comps.reshape(h, w, 3).numpy() * 255).astype(np.uint8)
+
+
+def _heatmap_strip(maps, size, gap=4):
+    """M x h x w maps -> one image of M heat-maps side by side (shared colour scale)."""
+    high = float(maps.max())
+    tiles = [_enlarge(_colorize(m, "viridis", 0.0, high), size) for m in maps]
+    spacer = np.full((size[0], gap, 3), 255, dtype=np.uint8)
+    return np.concatenate([part for tile in tiles for part in (tile, spacer)][:-1], axis=1)
+
+
+def _figure(name, caption):
+    caption = html.escape(caption)
+    return f'<figure><img src="{name}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+
+
+def write_pipeline_page(trace, image_rgb, metadata, out_dir, title):
+    """Writes ``out_dir/index.html`` and its PNGs for a PipelineTrace of ``image_rgb``
+    (H x W x 3 uint8). Returns the path of the HTML file."""
+    os.makedirs(out_dir, exist_ok=True)
+    h, w = image_rgb.shape[:2]
+    # Coarse maps are shown enlarged to about the image's size (a whole number of pixels per cell).
+    grid = trace.encoded.shape[-2:]
+    cell = max(1, min(h // grid[0], w // grid[1]))
+    big = (grid[0] * cell, grid[1] * cell)
+    tile = (grid[0] * max(1, cell // 2), grid[1] * max(1, cell // 2))  # M heat-maps side by side
+
+    def save(name, array):
+        Image.fromarray(np.ascontiguousarray(array)).save(os.path.join(out_dir, name))
+        return name
+
+    save("input.png", image_rgb)
+    save("encoded_pca.png", _enlarge(pca_rgb(trace.encoded), big))
+    norm = trace.encoded.norm(dim=0)
+    save("encoded_norm.png", _enlarge(_colorize(norm, "magma", float(norm.min()), float(norm.max())), big))
+    save("panoptic.png", draw_panoptic(image_rgb, trace.panoptic_seg, trace.segments_info, metadata))
+
+    d = trace.encoded.shape[0]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>Network input {trace.input_size[1]} x {trace.input_size[0]} px; encoded image {d} x {grid[0]} x "
+        f"{grid[1]} (d x H/32 x W/32); {len(trace.objects)} of {trace.num_queries} queries kept.</p>",
+        '<section id="input"><h2>Input and encoded image</h2>',
+        _figure("input.png", "input image"),
+        _figure("encoded_pca.png", "encoded image: 3 principal components as RGB"),
+        _figure("encoded_norm.png", "encoded image: norm per position"),
+        "</section>",
+    ]
+    for k, obj in enumerate(trace.objects):
+        name = class_names(metadata)[obj.category_id]
+        label = f"{name} {obj.score:.0%}"
+        boxed = Visualizer(image_rgb, metadata).overlay_instances(boxes=[obj.box], labels=[label]).get_image()
+        limit = float(obj.mask_logits.abs().max())
+        logits = _colorize(obj.mask_logits, "coolwarm", -limit, limit)
+        mask = Visualizer(image_rgb, metadata).draw_binary_mask(obj.mask.numpy().astype(np.uint8), color="red")
+        x0, y0, x1, y1 = (float(v) for v in obj.box)
+        body += [
+            f'<section class="object" id="object-{k}"><h2>Object {k}: {html.escape(name)}</h2>',
+            f"<p>query {obj.query}, class {html.escape(name)} (id {obj.category_id}), score {obj.score:.3f}, "
+            f"box x0={x0:.0f} y0={y0:.0f} x1={x1:.0f} y1={y1:.0f}</p>",
+            _figure(save(f"object_{k}_box.png", boxed), "box and class"),
+            _figure(
+                save(f"object_{k}_attention.png", _heatmap_strip(obj.attention, tile)),
+                f"{obj.attention.shape[0]} attention heat-maps over the encoded image (heads 1..M, left to right)",
+            ),
+            _figure(
+                save(f"object_{k}_mask_logits.png", _enlarge(logits, (h, w))),
+                f"mask logits after the FPN-style head ({obj.mask_logits.shape[0]} x {obj.mask_logits.shape[1]}; "
+                f"blue < 0 < red, |max| {limit:.2f})",
+            ),
+            _figure(save(f"object_{k}_mask.png", mask.get_image()), "binary mask (logits > 0)"),
+            "</section>",
+        ]
+    body += [
+        '<section id="panoptic"><h2>Panoptic segmentation (pixel-wise argmax over the kept masks)</h2>',
+        _figure("panoptic.png", f"{len(trace.segments_info)} segments"),
+        "</section>",
+    ]
+    page = os.path.join(out_dir, "index.html")
+    with open(page, "w", encoding="utf-8") as f:
+        f.write(
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{PAGE_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
+    return page

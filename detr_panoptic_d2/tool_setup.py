@@ -1,0 +1,105 @@
+"""Set-up shared by the inference tools (tools/demo.py, tools/inspect_pipeline.py): the config,
+the device, the model with its weights, and the list of input images."""
+import argparse
+import glob
+import logging
+import os
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
+
+from .config import add_detr_panoptic_config
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+logger = logging.getLogger(__name__)
+
+
+def add_inference_arguments(parser, output_help):
+    """Adds the options both inference tools take, in the manner of Detectron2's demo:
+    --config-file, --input, --output, --confidence-threshold, --opts."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
+    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
+    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="keep queries whose best class probability exceeds this (MODEL.DETR.TEST.OBJECT_SCORE_THRESH; "
+        "default: the config's, 0.85 as in the paper)",
+    )
+    parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
+    return parser
+
+
+def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
+    """A frozen config for panoptic inference: ``config_file`` + ``opts`` (["KEY", "VALUE", ...]).
+
+    confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. MODEL.DEVICE
+    falls back to "cpu" when it asks for CUDA and none is available. MODEL.DETR.FROZEN_WEIGHTS
+    is cleared (training only). Raises ValueError when the
+    config cannot give a panoptic output or names no dataset for the class names."""
+    cfg = get_cfg()
+    add_detr_panoptic_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    if confidence_threshold is not None:
+        cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = confidence_threshold
+    # A stage-2 config names the stage-1 detector to freeze; for inference MODEL.WEIGHTS holds
+    # the whole model, so nothing is loaded from there.
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logger.info(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: running on the CPU")
+        cfg.MODEL.DEVICE = "cpu"
+    if not (cfg.MODEL.MASK_ON and cfg.MODEL.DETR.TEST.PANOPTIC_ON):
+        raise ValueError(
+            f"{config_file}: panoptic output needs MODEL.MASK_ON True and MODEL.DETR.TEST.PANOPTIC_ON True "
+            "(a box-only config cannot be used here)"
+        )
+    if not cfg.DATASETS.TEST:
+        raise ValueError(f"{config_file}: set DATASETS.TEST to a registered dataset; its metadata names the classes")
+    cfg.freeze()
+    return cfg
+
+
+def build_predictor(cfg):
+    """Detectron2's DefaultPredictor (model in eval mode, MODEL.WEIGHTS loaded, test-time resize,
+    INPUT.FORMAT handled) and the metadata of DATASETS.TEST[0]."""
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
+    return DefaultPredictor(cfg), MetadataCatalog.get(cfg.DATASETS.TEST[0])
+
+
+def list_images(inputs):
+    """Expands files, glob patterns and folders (their images, not recursive) into a sorted
+    list of image paths. Raises FileNotFoundError naming an input that matches nothing, and
+    ValueError when two images share a file name (their outputs would collide)."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = [os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        else:
+            found = glob.glob(os.path.expanduser(item))
+        if not found:
+            raise FileNotFoundError(f"--input {item!r} matches no image file")
+        paths.extend(sorted(found))
+    stems = {}
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stems.setdefault(stem, path) != path:
+            raise ValueError(f"Input images {stems[stem]!r} and {path!r} have the same name; outputs would collide")
+    return list(stems.values())
+
+
+def start_inference_tool(args):
+    """What both tools do first with their parsed arguments (see add_inference_arguments):
+    logging, config, input list, model with weights, output folder.
+    Returns (image paths, DefaultPredictor, metadata)."""
+    setup_logger(name="detr_panoptic_d2")
+    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
+    paths = list_images(args.input)
+    predictor, metadata = build_predictor(cfg)
+    os.makedirs(args.output, exist_ok=True)
+    return paths, predictor, metadata

@@ -1,0 +1,88 @@
+"""DetrCheckpointer: safe loading of .pth and model-zoo .pkl files, atomic saving."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from detr_panoptic_d2.checkpoint import DetrCheckpointer, UnsafeCheckpointError
+
+from .helpers import make_input, tiny_cfg
+
+
+class Gadget:
+    """A class a malicious pickle could reference."""
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(tiny_cfg())
+
+
+def test_save_then_load_round_trip_with_optimizer_state(model, tmp_path):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    sum(model([make_input(64, 64, classes=(1,))]).values()).backward()
+    optimizer.step()
+    ckpt = DetrCheckpointer(model, str(tmp_path), optimizer=optimizer)
+    ckpt.save("model_0000009", iteration=9)
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000009.pth"
+    fresh = build_model(tiny_cfg())
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-4)
+    extra = DetrCheckpointer(fresh, str(tmp_path), optimizer=fresh_opt).resume_or_load("", resume=True)
+    assert extra["iteration"] == 9
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert fresh_opt.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+
+
+def test_pth_with_foreign_object_is_refused(model, tmp_path):
+    path = str(tmp_path / "evil.pth")
+    torch.save({"model": model.state_dict(), "extra": Gadget()}, path)
+    with pytest.raises(UnsafeCheckpointError, match="evil.pth"):
+        DetrCheckpointer(model).load(path)
+    DetrCheckpointer(model, allow_unsafe=True).load(path)
+
+
+def test_model_zoo_pickle_of_arrays_loads_and_foreign_pickle_is_refused(model, tmp_path):
+    arrays = {k: v.numpy() for k, v in model.state_dict().items() if k.startswith("backbone.body.stem")}
+    good = str(tmp_path / "zoo.pkl")
+    with open(good, "wb") as f:
+        pickle.dump({"model": arrays, "__author__": "test"}, f)
+    stem_before = model.backbone.body.stem.conv1.weight.detach().clone()
+    with torch.no_grad():
+        model.backbone.body.stem.conv1.weight.zero_()
+    DetrCheckpointer(model).load(good)
+    assert torch.equal(model.backbone.body.stem.conv1.weight, stem_before)
+    evil = str(tmp_path / "zoo_evil.pkl")
+    with open(evil, "wb") as f:
+        pickle.dump({"model": {"x": np.zeros(2)}, "__author__": "test", "payload": Gadget()}, f)
+    with pytest.raises(UnsafeCheckpointError, match="zoo_evil.pkl.*Gadget"):
+        DetrCheckpointer(model).load(evil)
+
+
+def test_truncated_checkpoint_is_reported_with_its_name(model, tmp_path):
+    path = tmp_path / "cut.pth"
+    DetrCheckpointer(model, str(tmp_path)).save("cut")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match="cut.pth.*truncated or corrupt"):
+        DetrCheckpointer(model).load(str(path))
+
+
+def test_failed_save_leaves_no_partial_file_and_keeps_the_last_tag(model, tmp_path, monkeypatch):
+    ckpt = DetrCheckpointer(model, str(tmp_path))
+    ckpt.save("model_0000001")
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save("model_0000002")
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
+    assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+r"""The pipeline inspector: for each image, an HTML page showing what every step of the DETR
+panoptic pipeline produced (input, encoded image, per kept object its box and class, M attention
+heat-maps, mask logits and binary mask, and the final argmax panoptic map).
+
+    python tools/inspect_pipeline.py --config-file configs/coco/detr_R50_panoptic.yaml \
+        --input photo.jpg --output inspect/ --opts MODEL.WEIGHTS models/detr_R50_panoptic.pth
+
+Writes <output>/<image name>/index.html (open it in a browser) with its PNGs, and
+<output>/index.html linking the pages.
+"""
+import argparse
+import html
+import os
+import sys
+from urllib.parse import quote
+
+from tqdm import tqdm
+
+from detr_panoptic_d2.data.image_io import read_image
+from detr_panoptic_d2.inspection import trace_pipeline, write_pipeline_page
+from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_inference_arguments(parser, output_help="folder for the pages (created if needed)")
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    paths, predictor, metadata = start_inference_tool(args)
+    links = []
+    for path in tqdm(paths, desc="images", unit="img"):
+        image = read_image(path, format="BGR")
+        name = os.path.splitext(os.path.basename(path))[0]
+        trace = trace_pipeline(predictor, image)
+        write_pipeline_page(trace, image[:, :, ::-1], metadata, os.path.join(args.output, name), os.path.basename(path))
+        links.append(f'<li><a href="{quote(name)}/index.html">{html.escape(os.path.basename(path))}</a></li>')
+    with open(os.path.join(args.output, "index.html"), "w", encoding="utf-8") as f:
+        f.write('<!DOCTYPE html><html><head><meta charset="utf-8"><title>DETR pipeline</title></head><body>')
+        f.write("<h1>DETR panoptic pipeline</h1><ul>" + "".join(links) + "</ul></body></html>\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
