@@ -8,11 +8,11 @@
 
 Trailing KEY VALUE pairs override the config. The trainer is ``DetrTrainer``.
 """
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.engine import DetrTrainer, setup
 
 
@@ -20,7 +20,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = DetrTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DetrTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

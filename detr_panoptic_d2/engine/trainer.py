@@ -9,6 +9,7 @@ What differs from DefaultTrainer:
 - multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
   constructor always passes ``device_ids``, which DDP refuses for a CPU model.
 
+Checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
 Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED), the LR
 scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
 TensorBoard events, evaluation at the end and every TEST.EVAL_PERIOD iterations.
@@ -18,12 +19,12 @@ import os
 import weakref
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import DetrCheckpointer
 from ..data import DetrPanopticDatasetMapper
 from .evaluators import build_panoptic_evaluator
 from .optimizer import build_optimizer
@@ -47,7 +48,7 @@ class DetrTrainer(DefaultTrainer):
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
