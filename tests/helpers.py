@@ -10,6 +10,17 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detr_panoptic_d2 import add_detr_panoptic_config
 
 
+def model_from_config_file(path):
+    """(cfg, model) of a shipped config on the CPU, with random weights and no frozen detector."""
+    from detectron2.modeling import build_model
+
+    cfg = add_detr_panoptic_config(get_cfg())
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+    return cfg, build_model(cfg)
+
+
 def tiny_cfg(num_classes=5, mask_on=True, dataset=None):
     """An R18-like DETR panoptic config: d=64, 2+2 layers, 10 queries, CPU.
 

@@ -20,7 +20,7 @@ from detr_panoptic_d2.engine import (
     with_full_model_clipping,
 )
 
-from .helpers import register_tiny_shapes, tiny_cfg
+from .helpers import model_from_config_file, register_tiny_shapes, tiny_cfg
 
 
 def _lr_of(optimizer, param):
@@ -125,11 +125,7 @@ def test_other_evaluator_types_are_refused():
 @pytest.mark.parametrize("path", ["configs/shapes/detr_R18_shapes.yaml", "configs/shapes/detr_R18_shapes_boxes.yaml",
                                   "configs/shapes/detr_R18_shapes_panoptic.yaml"])
 def test_shapes_configs_build_for_the_builtin_dataset(path):
-    cfg = add_detr_panoptic_config(get_cfg())
-    cfg.merge_from_file(path)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
-    model = build_model(cfg)
+    cfg, model = model_from_config_file(path)
     assert model.class_embed.out_features == 7 and cfg.DATASETS.TEST == ("shapes_panoptic_val",)
     assert (model.mask_head is not None) == cfg.MODEL.MASK_ON
     assert "res5" not in model.backbone.output_shape()  # read at res4, res5 not built
