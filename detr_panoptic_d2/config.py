@@ -89,6 +89,10 @@ def add_detr_panoptic_config(cfg):
     cfg.MODEL.DETR.TEST.INSTANCES_ON = False
     # Per-class scores (C x H x W) for SemSegEvaluator, from every query's mask.
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
+    # Mixed precision for inference: "bfloat16" or "float16" run the backbone, transformer and
+    # mask head under torch.autocast (mainly for GPUs); post-processing stays in float32.
+    # "": full precision. (For training, SOLVER.AMP.ENABLED picks Detectron2's AMPTrainer.)
+    cfg.MODEL.DETR.TEST.AMP_DTYPE = ""
 
     # DETR's training augmentation: with probability CROP.PROB (ours), resize the shortest
     # edge to one of INPUT.DETR.CROP_PRE_RESIZE, crop with INPUT.CROP, then the usual

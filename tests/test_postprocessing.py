@@ -72,6 +72,20 @@ def test_merge_matches_reference(seed):
         assert s["isthing"] == bool(is_thing[s["category_id"]])
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_merge_matches_reference_on_tied_logits(seed):
+    """Integer logits in [-2, 2] tie between queries on many pixels, also after dropped
+    segments hand their pixels back: the first query wins, as the reference's argmax says."""
+    logits, classes, is_thing, image_size, output_size = _random_case(100 + seed, t=int(4 + seed % 6))
+    logits = logits.round().clamp(-2, 2)
+    if seed % 2:
+        output_size = image_size  # no resize
+    seg, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4)
+    ref_map, survivors = reference_merge(logits, classes, is_thing, image_size, output_size)
+    assert [s["category_id"] for s in info] == [int(classes[q]) for q in survivors]
+    assert np.array_equal(seg.numpy(), ref_map + 1) if survivors else (seg == 0).all()
+
+
 def test_cases_cover_stuff_merging_and_small_segments():
     """The random cases above are only meaningful if some have duplicate stuff classes and
     dropped segments; check that they do."""

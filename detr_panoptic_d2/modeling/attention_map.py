@@ -31,6 +31,17 @@ class MultiHeadAttentionMap(nn.Module):
         nn.init.xavier_uniform_(self.q_linear.weight)
         self.normalize_fact = float(self.head_dim) ** -0.5
 
+    def _project_queries(self, queries):
+        """q_linear applied to each query on its own (T x d -> T x hidden).
+
+        One 1 x d product per query (baddbmm over queries) rather than one T x d product: BLAS
+        libraries take other code paths, with other rounding, for small T, so with a single
+        product a query's result would depend on how many queries the head runs on, and the
+        mask head on kept queries would not reproduce the all-query result bit for bit.
+        """
+        weight = self.q_linear.weight.T.expand(queries.shape[0], -1, -1)
+        return torch.baddbmm(self.q_linear.bias, queries[:, None, :], weight)[:, 0]
+
     def forward(self, queries, batch_idx, memory, padding_mask):
         """queries: T x d box embeddings; batch_idx: T long, the image of each query;
         memory: B x d x h x w encoded images; padding_mask: B x h x w bool (True = padding).
@@ -39,7 +50,7 @@ class MultiHeadAttentionMap(nn.Module):
         """
         t = queries.shape[0]
         m = self.num_heads
-        q = self.q_linear(queries).view(t, m, self.head_dim) * self.normalize_fact
+        q = self._project_queries(queries).view(t, m, self.head_dim) * self.normalize_fact
         k = F.conv2d(memory, self.k_linear.weight[:, :, None, None], self.k_linear.bias)
         b, _, h, w = k.shape
         k = k.view(b, m, self.head_dim, h * w)

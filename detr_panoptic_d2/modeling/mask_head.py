@@ -34,6 +34,29 @@ def _conv_gn_relu(in_channels, out_channels):
     )
 
 
+def image_runs(batch_idx):
+    """batch_idx: T long -> [(image, start, end)], the runs of equal consecutive values
+    (one run per image when objects are grouped by image, as DetrPanoptic passes them)."""
+    images, counts = torch.unique_consecutive(batch_idx, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    return [(image, end - n, end) for image, n, end in zip(images.tolist(), counts.tolist(), ends)]
+
+
+def _add_per_object(x, maps, batch_idx, runs):
+    """x + maps[batch_idx], for x: T x C x H x W (a fresh tensor, may be overwritten) and
+    maps: B x C x H x W per-image features; runs: image_runs(batch_idx).
+
+    Without autograd, each image's map is added to its run of rows in place, broadcast: the
+    same additions without a T-row gathered copy of the map (inference). With autograd the
+    gather stays: its backward (a scatter-add into B maps) is cheaper than that of in-place
+    updates of slices."""
+    if torch.is_grad_enabled() and (x.requires_grad or maps.requires_grad):
+        return maps[batch_idx] + x
+    for image, start, end in runs:
+        x[start:end] += maps[image]
+    return x
+
+
 class FPNMaskHead(nn.Module):
     """DETR's FPN-style head: attention maps + projected res5 -> mask logits at the finest level.
 
@@ -66,9 +89,10 @@ class FPNMaskHead(nn.Module):
         coarse to fine. Returns T x H_fine x W_fine mask logits."""
         x = torch.cat([projected[batch_idx], attention_maps], dim=1)
         x = self.lay2(self.lay1(x))
+        runs = image_runs(batch_idx)
         for adapter, refine, skip in zip(self.adapters, self.refines, skips):
-            skip = adapter(skip)[batch_idx]
-            x = refine(skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
+            skip = adapter(skip)
+            x = refine(_add_per_object(F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip, batch_idx, runs))
         return self.out_lay(x).squeeze(1)
 
 

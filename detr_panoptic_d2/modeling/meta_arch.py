@@ -30,6 +30,9 @@ from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
 from .transformer import Transformer
 
+# Values of MODEL.DETR.TEST.AMP_DTYPE.
+AMP_DTYPES = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class MLP(nn.Module):
     """Linear layers with ReLU between them (the 3-layer box head)."""
@@ -115,6 +118,7 @@ class DetrPanoptic(nn.Module):
         instances_on=False,
         semantic_on=False,
         detections_per_image=100,
+        amp_dtype="",
     ):
         super().__init__()
         hidden_dim = transformer.d_model
@@ -150,6 +154,11 @@ class DetrPanoptic(nn.Module):
         self.instances_on = instances_on
         self.semantic_on = semantic_on
         self.detections_per_image = detections_per_image
+        if amp_dtype not in AMP_DTYPES:
+            raise ValueError(
+                f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)} ('' = full precision), got {amp_dtype!r}"
+            )
+        self.amp_dtype = AMP_DTYPES[amp_dtype]
         self.frozen_detector = bool(frozen_weights)
         if self.frozen_detector:
             self.freeze_detector(frozen_weights)
@@ -200,6 +209,7 @@ class DetrPanoptic(nn.Module):
             "instances_on": d.TEST.INSTANCES_ON,
             "semantic_on": d.TEST.SEMANTIC_ON,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "amp_dtype": d.TEST.AMP_DTYPE,
         }
 
     @property
@@ -282,8 +292,14 @@ class DetrPanoptic(nn.Module):
         images, padding_mask = self.preprocess_image(batched_inputs)
         if self.training:
             return self.losses(batched_inputs, images, padding_mask)
-        out = self.detect(images.tensor, padding_mask)
+        with self.inference_autocast():
+            out = self.detect(images.tensor, padding_mask)
         return self.inference(batched_inputs, images, out)
+
+    def inference_autocast(self):
+        """torch.autocast with MODEL.DETR.TEST.AMP_DTYPE for inference's network steps (1-7);
+        a no-op when it is empty. Post-processing always runs in float32."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def losses(self, batched_inputs, images, padding_mask):
         targets = self.prepare_targets(batched_inputs, images)
@@ -327,11 +343,14 @@ class DetrPanoptic(nn.Module):
                 "Panoptic and instance outputs need to know which classes are things: set DATASETS.TEST "
                 "(or DATASETS.TRAIN) to a registered panoptic dataset"
             )
-        logits, boxes = out.logits[-1], out.boxes[-1]
+        logits, boxes = out.logits[-1].float(), out.boxes[-1].float()
         self._check_finite(batched_inputs, logits, boxes)
         kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
         every_query = self.instances_on or self.semantic_on or self.all_queries
-        mask_logits = self._masks_for_inference(out, kept, every_query) if self.mask_head is not None else None
+        mask_logits = None
+        if self.mask_head is not None:
+            with self.inference_autocast():
+                mask_logits = [m.float() for m in self._masks_for_inference(out, kept, every_query)]
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))

@@ -35,7 +35,10 @@ def _pil_nearest_indices(n_in, n_out):
 
 
 def resize_ids_nearest(ids, size):
-    """ids: h x w integer map -> size (H, W), PIL NEAREST semantics."""
+    """ids: h x w integer map -> size (H, W), PIL NEAREST semantics (ids itself when the
+    size is unchanged: the mapping is then the identity)."""
+    if tuple(ids.shape) == tuple(size):
+        return ids
     rows = _pil_nearest_indices(ids.shape[0], size[0]).to(ids.device)
     cols = _pil_nearest_indices(ids.shape[1], size[1]).to(ids.device)
     return ids[rows][:, cols]
@@ -54,10 +57,15 @@ def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_si
     if mask_logits.shape[0] == 0:
         return empty, []
     masks = F.interpolate(mask_logits[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
+    # Per pixel, the query with the highest logit; max(0).indices follows argmax's rule (the
+    # first maximum wins) and is faster on CPU.
+    winner = masks.max(0).indices
     alive = torch.arange(len(classes), device=masks.device)
     first_round = True
-    while len(alive):
-        ids = resize_ids_nearest(masks[alive].argmax(0), output_size)
+    while True:
+        position = winner.new_empty(len(classes))
+        position[alive] = torch.arange(len(alive), device=alive.device)
+        ids = resize_ids_nearest(position[winner], output_size)
         area = torch.bincount(ids.flatten(), minlength=len(alive))
         if first_round:
             area = _merge_stuff_areas(area, classes[alive], is_thing)
@@ -66,8 +74,9 @@ def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_si
         if not small.any():
             break
         alive = alive[~small]
-    if not len(alive):
-        return empty, []
+        if not len(alive):
+            return empty, []
+        _reassign_pixels(masks, winner, alive)
     segments_info = [
         {
             "id": i + 1,
@@ -79,6 +88,18 @@ def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_si
         for i, q in enumerate(alive.tolist())
     ]
     return (ids + 1).to(torch.int32), segments_info
+
+
+def _reassign_pixels(masks, winner, alive):
+    """After queries are dropped: the pixels ``winner`` (H x W query ids, in place) gives to a
+    dropped query go to the best query of ``alive`` (sorted ids). Pixels won by a query still
+    alive keep it, so the result equals the argmax over ``masks[alive]`` everywhere, without
+    recomputing it over the whole image."""
+    dropped = torch.ones(masks.shape[0], dtype=torch.bool, device=masks.device)
+    dropped[alive] = False
+    stale = dropped[winner]
+    if stale.any():
+        winner[stale] = alive[masks[:, stale][alive].max(0).indices]
 
 
 def _merge_stuff_areas(area, classes, is_thing):

@@ -1,0 +1,174 @@
+"""``python -m detr_panoptic_d2.benchmark`` (or ``tools/benchmark.py``): DetrPanoptic's speed.
+
+Runs synthetic images of a given size through a config's model on the current device and
+reports end-to-end and per-stage times, images/s and peak memory, for inference and for a
+training iteration; with ``--compare-all-queries`` the same weights also run with the mask
+head on all queries (the reference implementation's behaviour) and the report gives the
+ratio and whether outputs, losses and gradients are identical.
+"""
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from .amp import AMP_CHOICES
+from .inference import compare_outputs, run_inference
+from .models import build_models, load_cfg
+from .report import environment, format_report, mode_key
+from .synthetic import synthetic_batch
+from .training import compare_training, run_training
+
+DEFAULT_KEPT_QUERIES = 15
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def argument_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1].replace("``", ""))
+    p.add_argument("--config-file", required=True, help="a DetrPanoptic yaml config")
+    p.add_argument("--size", type=int, nargs=2, default=(800, 1066), metavar=("H", "W"), help="image size (800 1066)")
+    p.add_argument("--task", choices=["inference", "training", "both"], default="both", help="what to time (both)")
+    p.add_argument(
+        "--compare-all-queries", action="store_true",
+        help="also run the same weights with MODEL.DETR.MASK_HEAD.ALL_QUERIES True and compare",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="images per inference call (%(default)s)")
+    p.add_argument("--train-batch-size", type=int, default=2, help="images per training iteration (%(default)s)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls before the timed ones (%(default)s)")
+    p.add_argument("--runs", type=int, default=3, help="timed calls (%(default)s)")
+    p.add_argument(
+        "--kept-queries", type=int, default=None,
+        help="rewrite the class head so that exactly this many queries per image pass "
+        f"MODEL.DETR.TEST.OBJECT_SCORE_THRESH ({DEFAULT_KEPT_QUERIES} for random weights; with MODEL.WEIGHTS "
+        "the model's own scores unless given; -1: never rewrite)",
+    )
+    p.add_argument(
+        "--targets-per-image", type=int, default=15,
+        help="synthetic ground-truth segments per training image (%(default)s; COCO panoptic averages ~11)",
+    )
+    p.add_argument(
+        "--amp", choices=AMP_CHOICES, default="none",
+        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast (none)",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch's default)")
+    p.add_argument(
+        "--clock", choices=sorted(CLOCKS), default="wall",
+        help="wall (default): elapsed time; cpu: the process's CPU time (CPU device only), steadier than wall "
+        "time on a machine shared with other jobs, especially with --threads 1",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images (%(default)s)")
+    p.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    return p
+
+
+def _kept_queries(args, cfg):
+    if args.kept_queries is None:
+        return None if cfg.MODEL.WEIGHTS else DEFAULT_KEPT_QUERIES
+    return None if args.kept_queries < 0 else args.kept_queries
+
+
+def _check_args(args):
+    for name in ("batch_size", "train_batch_size", "runs"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        raise SystemExit(f"--warmup must be >= 0, got {args.warmup}")
+    if min(args.size) < 32:
+        raise SystemExit(f"--size must be at least 32 32 (H W), got {' '.join(map(str, args.size))}")
+    if args.targets_per_image < 1:
+        raise SystemExit(f"--targets-per-image must be at least 1, got {args.targets_per_image}")
+
+
+def run_benchmark(args):
+    """Runs what ``args`` (from argument_parser) asks for. Returns the JSON-able report."""
+    _check_args(args)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.clock == "cpu" and torch.device(device).type != "cpu":
+        raise SystemExit(f"--clock cpu measures CPU time and cannot time {device}; use --clock wall")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_cfg(args.config_file, args.opts, device)
+    if args.amp != "none":
+        cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
+    inference = args.task in ("inference", "both")
+    training = args.task in ("training", "both")
+    modes = [False, True] if args.compare_all_queries else [bool(cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES)]
+    height, width = args.size
+    num_classes = cfg.MODEL.DETR.NUM_CLASSES
+    infer_inputs = synthetic_batch(args.batch_size, height, width, num_classes, seed=args.seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        models, info = build_models(
+            cfg, modes, kept_queries=_kept_queries(args, cfg), calibration_inputs=infer_inputs,
+            workdir=workdir if training else None, seed=args.seed,
+        )
+    common = {"warmup": args.warmup, "runs": args.runs, "device": device, "clock": CLOCKS[args.clock]}
+    report = {
+        "config_file": args.config_file,
+        "opts": list(args.opts),
+        "image_size": [height, width],
+        "amp": args.amp,
+        "clock": args.clock,
+        "warmup": args.warmup,
+        "runs": args.runs,
+        "seed": args.seed,
+        "environment": environment(device),
+        "model": info,
+    }
+    report["notes"] = _notes(cfg, inference, report["environment"], args.clock)
+    if inference:
+        results = run_inference(models, infer_inputs, **common)
+        section = {"batch_size": args.batch_size, "modes": {mode_key(m): r for m, (r, _) in results.items()}}
+        if len(models) == 2:
+            section["comparison"] = compare_outputs(results[False][1], results[True][1])
+        report["inference"] = _with_speedup(section)
+    if training:
+        train_inputs = synthetic_batch(
+            args.train_batch_size, height, width, num_classes, args.targets_per_image, seed=args.seed + 1
+        )
+        section = {"batch_size": args.train_batch_size, "targets_per_image": args.targets_per_image, "modes": {}}
+        if len(models) == 2:
+            section["comparison"] = compare_training(models[False], models[True], train_inputs, amp=args.amp, device=device)
+        reports = run_training(models, train_inputs, cfg, amp=args.amp, **common)
+        section["modes"] = {mode_key(m): r for m, r in reports.items()}
+        report["training"] = _with_speedup(section)
+    return report
+
+
+def _notes(cfg, inference, env, clock):
+    """Caveats about what was timed."""
+    notes = []
+    test = cfg.MODEL.DETR.TEST
+    if inference and (test.INSTANCES_ON or test.SEMANTIC_ON):
+        notes.append(
+            "MODEL.DETR.TEST.INSTANCES_ON / SEMANTIC_ON use every query's mask, so inference runs the mask head "
+            "on all queries whatever MASK_HEAD.ALL_QUERIES says; set them False to time panoptic output alone"
+        )
+    load = env.get("load_average_1min")
+    if clock == "wall" and load is not None and load > 0.5 * env["cpu_count"]:
+        notes.append(
+            f"load average {load:.1f} on {env['cpu_count']} CPUs: other jobs are running, and wall-clock times of "
+            "multi-threaded CPU runs suffer most in small operations; prefer --threads 1 --clock cpu on a busy machine"
+        )
+    return notes
+
+
+def _with_speedup(section):
+    """Adds "speedup" (all-query median total / ours) when both modes ran."""
+    modes = section["modes"]
+    if len(modes) == 2:
+        section["speedup"] = modes["all_queries"]["total"]["median"] / modes["used_queries"]["total"]["median"]
+    return section
+
+
+def main(argv=None):
+    args = argument_parser().parse_args(argv)
+    report = run_benchmark(args)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"\nwrote {args.json}")
+    return report

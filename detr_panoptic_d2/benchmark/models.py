@@ -1,0 +1,67 @@
+"""Config and models of a benchmark: one set of weights, in one or both mask-head modes."""
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from ..config import add_detr_panoptic_config
+from .synthetic import calibrate_kept_queries
+
+
+def load_cfg(config_file, opts, device):
+    """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``."""
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
+    cfg = get_cfg()
+    add_detr_panoptic_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = device
+    return cfg
+
+
+def _detector_state(state):
+    return {k: v for k, v in state.items() if not k.startswith("mask_head.")}
+
+
+def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, workdir, seed=0):
+    """Builds DetrPanoptic once per value of MODEL.DETR.MASK_HEAD.ALL_QUERIES in
+    ``all_queries_modes``, all with the same weights. Returns ({mode: model}, info dict).
+
+    Weights: MODEL.WEIGHTS when set, else a random initialization seeded with ``seed``.
+    ``kept_queries`` (an int) rewrites the class head so that exactly that many queries of
+    ``calibration_inputs`` pass the score threshold (synthetic.calibrate_kept_queries); None
+    leaves it alone. When MODEL.DETR.FROZEN_WEIGHTS is set, the detector is frozen as in stage
+    2 of training: an existing file is loaded as usual, and a missing one is replaced by a
+    checkpoint of the benchmark's own detector weights written to ``workdir`` (None: nothing is
+    frozen, which only matters to training).
+    """
+    frozen = cfg.MODEL.DETR.FROZEN_WEIGHTS
+    first = cfg.clone()
+    first.MODEL.DETR.FROZEN_WEIGHTS = frozen if frozen and os.path.isfile(frozen) else ""
+    torch.manual_seed(seed)
+    model = build_model(first)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    info = {"weights": cfg.MODEL.WEIGHTS or f"random initialization (seed {seed})", "kept_queries": kept_queries}
+    if kept_queries is not None:
+        scale, beta = calibrate_kept_queries(model, calibration_inputs, kept_queries)
+        info["class_head_calibration"] = {"real_class_scale": scale, "no_object_logit": beta}
+    state = model.state_dict()
+    if frozen and workdir is None:
+        frozen = ""
+    elif frozen:
+        frozen = os.path.join(workdir, "frozen_detector.pth")
+        torch.save({"model": _detector_state(state)}, frozen)
+    info["frozen_detector"] = bool(frozen)
+    models = {}
+    for mode in all_queries_modes:
+        mode_cfg = cfg.clone()
+        mode_cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = mode
+        mode_cfg.MODEL.DETR.FROZEN_WEIGHTS = frozen
+        mode_cfg.MODEL.WEIGHTS = ""
+        models[mode] = build_model(mode_cfg)
+        models[mode].load_state_dict(state)
+    return models, info

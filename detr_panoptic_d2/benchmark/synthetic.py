@@ -1,0 +1,111 @@
+"""Synthetic benchmark inputs, and a controlled number of kept queries for random weights.
+
+Timing the panoptic path needs realistic work: with random weights no query reaches the
+0.85 score threshold, so ``calibrate_kept_queries`` rewrites the class head so that exactly
+K queries pass; training needs targets, so ``synthetic_batch`` partitions every image into
+segments (COCO panoptic averages about 11 segments per image).
+"""
+import math
+
+import torch
+from detectron2.structures import BitMasks, Boxes, Instances
+
+
+def _voronoi_segments(height, width, n, generator):
+    """n disjoint non-empty masks covering an H x W image: each pixel goes to its nearest of n
+    random seeds. Returns n x H x W bool."""
+    seeds = torch.rand(n, 2, generator=generator) * torch.tensor([height, width])
+    ys = torch.arange(height, dtype=torch.float32)[:, None, None]
+    xs = torch.arange(width, dtype=torch.float32)[None, :, None]
+    nearest = ((ys - seeds[:, 0]) ** 2 + (xs - seeds[:, 1]) ** 2).argmin(-1)
+    return nearest[None] == torch.arange(n)[:, None, None]
+
+
+def _instances(masks, classes):
+    inst = Instances(tuple(masks.shape[-2:]))
+    inst.gt_classes = classes
+    inst.gt_masks = BitMasks(masks)
+    inst.gt_boxes = Boxes(inst.gt_masks.get_bounding_boxes().tensor)
+    return inst
+
+
+def synthetic_batch(batch_size, height, width, num_classes, targets_per_image=0, seed=0):
+    """batch_size Detectron2 input dicts for H x W images, with random uint8 RGB images.
+
+    targets_per_image > 0 adds "instances": that many disjoint segments tiling the image,
+    with random classes in [0, num_classes). Without targets (inference) every image of the
+    batch is the same picture, so a calibrated model keeps the same queries in each.
+    """
+    g = torch.Generator().manual_seed(seed)
+    batch = []
+    for i in range(batch_size):
+        if targets_per_image or i == 0:
+            image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
+        x = {"image": image, "height": height, "width": width, "file_name": f"synthetic_{seed}_{i}.png"}
+        if targets_per_image:
+            masks = _voronoi_segments(height, width, targets_per_image, g)
+            classes = torch.randint(0, num_classes, (targets_per_image,), generator=g)
+            x["instances"] = _instances(masks, classes)
+        batch.append(x)
+    return batch
+
+
+def pass_limits(logits, threshold):
+    """Per query, the no-object logit below which the query passes ``threshold`` when the
+    no-object logit is the same constant for all queries; -inf when it never passes.
+
+    logits: N x K logits of the real classes. A query passes when
+    exp(z_top) / (sum_k exp(z_k) + exp(beta)) > threshold, i.e. beta < log(exp(z_top)/threshold - sum_k exp(z_k)).
+    """
+    top = logits.max(-1).values
+    gap = 1.0 / threshold - torch.exp(logits.logsumexp(-1) - top)
+    limits = torch.full_like(top, -math.inf)
+    ok = gap > 0
+    limits[ok] = top[ok] + gap[ok].log()
+    return limits
+
+
+@torch.no_grad()
+def calibrate_kept_queries(model, batched_inputs, k, max_doublings=20):
+    """Rewrites ``model.class_embed`` (in place) so that exactly k queries of each image of
+    ``batched_inputs`` pass MODEL.DETR.TEST.OBJECT_SCORE_THRESH. Meant for randomly initialized
+    models: box embeddings, boxes and masks are unchanged, only class scores are.
+
+    The real-class rows of the head are scaled by s (doubling s until at least k queries
+    would be confident), and the no-object row becomes a constant logit beta chosen between
+    the k-th and (k+1)-th queries' pass limits (see ``pass_limits``). Returns (s, beta).
+    """
+    model.eval()
+    images, padding_mask = model.preprocess_image(batched_inputs)
+    with model.inference_autocast():
+        embeddings = model.detect(images.tensor, padding_mask).box_embeddings[-1].double()  # B x N x d
+    n = embeddings.shape[1]
+    if not 0 <= k <= n:
+        raise ValueError(f"--kept-queries {k} must be between 0 and MODEL.DETR.NUM_OBJECT_QUERIES={n}")
+    head = model.class_embed
+    real = embeddings @ head.weight[:-1].double().T + head.bias[:-1].double()  # B x N x K
+    thresh = model.object_score_thresh
+    for doubling in range(max_doublings + 1):
+        scale = 2.0**doubling
+        limits = pass_limits(real * scale, thresh).sort(-1, descending=True).values  # B x N
+        if k == 0 or bool((limits[:, k - 1] > -math.inf).all()):
+            break
+    else:
+        raise RuntimeError(f"could not make {k} queries pass the score threshold {thresh}")
+    fail_above = limits[:, k].max().item() if k < n else -math.inf  # the (k+1)-th query must fail
+    pass_below = limits[:, k - 1].min().item() if k else math.inf  # the k-th query must pass
+    if not pass_below > fail_above:
+        raise RuntimeError(
+            f"the images of the batch disagree on the {k} best queries; use --batch-size 1 or another --seed"
+        )
+    if math.isfinite(fail_above) and math.isfinite(pass_below):
+        beta = 0.5 * (fail_above + pass_below)
+    elif math.isfinite(fail_above) or math.isfinite(pass_below):
+        beta = fail_above + 1.0 if math.isfinite(fail_above) else pass_below - 1.0
+    else:
+        beta = 0.0
+    head.weight[:-1] *= scale
+    head.bias[:-1] *= scale
+    head.weight[-1] = 0.0
+    head.bias[-1] = beta
+    return scale, beta

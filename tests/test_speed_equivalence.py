@@ -1,0 +1,158 @@
+"""The speed-ups keep outputs: the mask head on used queries only (ALL_QUERIES False) gives the
+same panoptic output, losses and gradients as on all queries (the reference's behaviour),
+and the faster mask-head internals equal their straightforward formulations."""
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.modeling import build_model
+
+from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
+from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
+from detr_panoptic_d2.modeling.postprocessing import select_queries
+
+from .helpers import make_input, tiny_cfg
+
+
+def _cfg(all_queries, frozen_weights=""):
+    cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
+    cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = frozen_weights
+    return cfg
+
+
+def _set_query_classes(model, batch, classes):
+    """Rewrites the class head so that, in every image of ``batch``, query q confidently
+    predicts ``classes[q]`` (an int, or None for no object). A random model keeps no query and
+    gives all of them the same class; here the head is fitted by least squares (exact: more
+    unknowns than box embeddings) to logits of 20 on the wanted class and 0 elsewhere."""
+    model.eval()
+    with torch.no_grad():
+        images, mask = model.preprocess_image(batch)
+        emb = model.detect(images.tensor, mask).box_embeddings[-1].flatten(0, 1).double()
+        head = model.class_embed
+        no_object = head.out_features - 1
+        wanted = torch.tensor([no_object if c is None else c for c in classes]).repeat(len(batch))
+        target = 20.0 * F.one_hot(wanted, head.out_features).double()
+        design = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], 1)
+        solution = torch.linalg.lstsq(design, target).solution.float()
+        head.weight.copy_(solution[:-1].T)
+        head.bias.copy_(solution[-1])
+        for logits in head(emb.float()).view(len(batch), len(classes), -1):
+            keep, _, predicted = select_queries(logits, model.object_score_thresh)
+            assert keep.tolist() == [c is not None for c in classes]
+            assert predicted[keep].tolist() == [c for c in classes if c is not None]
+
+
+def _twin_models(tmp_path=None, frozen=False):
+    """The same weights with the mask head on used queries (False) and on all (True)."""
+    torch.manual_seed(0)
+    first = build_model(_cfg(False))
+    path = ""
+    if frozen:
+        path = str(tmp_path / "detector.pth")
+        torch.save({"model": first.state_dict()}, path)
+    models = {mode: build_model(_cfg(mode, path)) for mode in (False, True)}
+    for model in models.values():
+        model.load_state_dict(first.state_dict())
+    return models
+
+
+class _Rows:
+    def __init__(self, module):
+        self.rows = 0
+        module.register_forward_pre_hook(lambda m, args: setattr(self, "rows", self.rows + args[0].shape[0]))
+
+
+def test_inference_on_kept_queries_equals_all_queries():
+    models = _twin_models()
+    # Two network sizes in one padded batch, each resized back to another original size.
+    batch = [make_input(64, 96, with_targets=False), make_input(96, 72, seed=1, with_targets=False)]
+    batch[0].update(height=80, width=120)
+    batch[1].update(height=48, width=36)
+    # Things (COCO contiguous ids < 80) and stuff, one stuff class twice (merged into one).
+    classes = [1, None, 2, 100, None, 100, 110, None, 3, None]
+    _set_query_classes(models[False], batch, classes)
+    models[True].load_state_dict(models[False].state_dict())
+    n = len(classes)
+    rows = {mode: _Rows(model.mask_head) for mode, model in models.items()}
+    with torch.no_grad():
+        ours, reference = (models[mode].eval()(batch) for mode in (False, True))
+    assert rows[False].rows == 2 * 6 and rows[True].rows == 2 * n
+    for a, b in zip(ours, reference):
+        categories = [s["category_id"] for s in a["panoptic_seg"][1]]
+        assert len(categories) >= 3 and categories.count(100) <= 1, categories
+        assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
+        assert a["panoptic_seg"][1] == b["panoptic_seg"][1]
+
+
+def _losses_and_grads(model, batch):
+    model.train()
+    torch.manual_seed(0)
+    losses = model(batch)
+    sum(losses.values()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items()}, grads
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["whole-model", "frozen-detector"])
+def test_training_on_matched_queries_equals_all_queries(tmp_path, frozen):
+    models = _twin_models(tmp_path, frozen)
+    batch = [make_input(64, 96, classes=(1, 3, 90, 100)), make_input(96, 72, classes=(0, 120, 7), seed=1)]
+    rows = {mode: _Rows(model.mask_head) for mode, model in models.items()}
+    (losses_a, grads_a), (losses_b, grads_b) = (_losses_and_grads(models[mode], batch) for mode in (False, True))
+    assert rows[False].rows == 4 + 3 and rows[True].rows == 2 * models[True].query_embed.weight.shape[0]
+    assert losses_a.keys() == losses_b.keys() and "loss_mask" in losses_a
+    for k in losses_a:
+        torch.testing.assert_close(losses_a[k], losses_b[k], rtol=1e-6, atol=1e-7, msg=k)
+    assert grads_a.keys() == grads_b.keys()
+    assert all(n.startswith("mask_head.") for n in grads_a) == frozen
+    # Weight gradients sum over objects; extra zero-gradient objects only reorder that sum
+    # (and how threads split it), which moves the last bits: a wrong row would move whole units.
+    scale = max(g.abs().max().item() for g in grads_a.values())
+    for k in grads_a:
+        torch.testing.assert_close(grads_a[k], grads_b[k], rtol=1e-4, atol=1e-4 * scale, msg=k)
+
+
+def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
+    torch.manual_seed(0)
+    amap = MultiHeadAttentionMap(64, 64, 8)
+    queries = torch.randn(20, 64)
+    batch_idx = torch.tensor([0] * 9 + [1] * 11)
+    memory, mask = torch.randn(2, 64, 5, 7), torch.zeros(2, 5, 7, dtype=torch.bool)
+    mask[1, :, 5:] = True
+    full = amap(queries, batch_idx, memory, mask)
+    for t in range(1, 20):
+        assert torch.equal(amap(queries[-t:], batch_idx[-t:], memory, mask), full[-t:]), t
+    # It is still q_linear, up to rounding.
+    torch.testing.assert_close(amap._project_queries(queries), amap.q_linear(queries), rtol=1e-5, atol=1e-6)
+
+
+def _fpn_with_gathers(head, maps, batch_idx, projected, skips):
+    """FPNMaskHead.forward with every per-image map gathered to the objects' rows first."""
+    x = head.lay2(head.lay1(torch.cat([projected[batch_idx], maps], dim=1)))
+    for adapter, refine, skip in zip(head.adapters, head.refines, skips):
+        skip = adapter(skip)[batch_idx]
+        x = refine(skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
+    return head.out_lay(x).squeeze(1)
+
+
+def test_image_runs_cover_unsorted_batch_indices():
+    assert image_runs(torch.tensor([0, 0, 2, 1, 1, 0])) == [(0, 0, 2), (2, 2, 3), (1, 3, 5), (0, 5, 6)]
+    assert image_runs(torch.zeros(0, dtype=torch.long)) == []
+
+
+@pytest.mark.parametrize("batch_idx", [[0, 0, 1, 2, 2, 2], [2, 0, 2, 1, 0]], ids=["grouped", "unsorted"])
+def test_fpn_head_per_image_adds_equal_gathered_adds(batch_idx):
+    torch.manual_seed(0)
+    head = FPNMaskHead(64, 8, [48, 32, 16])
+    batch_idx = torch.tensor(batch_idx)
+    maps = torch.randn(len(batch_idx), 8, 4, 5, requires_grad=True)
+    projected = torch.randn(3, 64, 4, 5)
+    skips = [torch.randn(3, 48, 8, 9), torch.randn(3, 32, 15, 18), torch.randn(3, 16, 30, 35)]
+    with torch.no_grad():  # in-place adds per run of rows
+        inference = head(maps, batch_idx, projected, skips)
+        gathered = _fpn_with_gathers(head, maps, batch_idx, projected, skips)
+    training = head(maps, batch_idx, projected, skips)  # with autograd: gathered adds
+    assert torch.equal(inference, gathered) and torch.equal(training, gathered)
+    training.sum().backward()
+    assert maps.grad.abs().sum() > 0 and head.adapters[0].weight.grad.abs().sum() > 0
