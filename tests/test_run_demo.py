@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from PIL import Image
@@ -16,8 +17,11 @@ def test_pictures_show_input_prediction_and_ground_truth(tmp_path):
     cfg = tiny_cfg(num_classes=6, dataset=val)
     cfg.INPUT.MIN_SIZE_TEST = 64
     cfg.INPUT.MAX_SIZE_TEST = 96
-    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0  # keep queries of the untrained model
+    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0
+    torch.manual_seed(0)
     model = build_model(cfg).train()
+    with torch.no_grad():
+        model.class_embed.bias[-1] = -10.0  # every query of the untrained model predicts a class
     paths = save_panoptic_visualizations(cfg, model, val, str(tmp_path / "vis"), num_images=2, scale=2)
     assert model.training
     records = DatasetCatalog.get(val)
