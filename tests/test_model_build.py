@@ -38,10 +38,13 @@ def test_mask_head_widths_follow_the_backbone(depth, dilation):
 
 def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
     torch.manual_seed(0)
-    box_model = build_model(tiny_cfg(mask_on=False))
+    box_cfg = tiny_cfg(mask_on=False)
+    box_cfg.MODEL.RESNETS.NORM = "BN"  # running statistics that a training forward would update
+    box_model = build_model(box_cfg)
     path = str(tmp_path / "boxes.pth")
     DetectionCheckpointer(box_model, save_dir=str(tmp_path)).save("boxes")
     cfg = tiny_cfg()
+    cfg.MODEL.RESNETS.NORM = "BN"
     cfg.MODEL.DETR.FROZEN_WEIGHTS = path
     model = build_model(cfg)
     box_state = box_model.state_dict()
@@ -50,11 +53,16 @@ def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
             assert torch.equal(value, box_state[name]), name
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("mask_head.") for n in trainable)
-    losses = model.train()([make_input(64, 80, classes=(1, 2))])
+    model.train()
+    assert model.mask_head.training and not model.transformer.training and not model.backbone.training
+    losses = model([make_input(64, 80, classes=(1, 2))])
     assert set(losses) == {"loss_mask", "loss_dice"}
     sum(losses.values()).backward()
     assert all(p.grad is None for _, p in model.detector_parameters())
     assert model.mask_head.fpn.out_lay.weight.grad is not None
+    for name, value in model.state_dict().items():
+        if not name.startswith("mask_head."):
+            assert torch.equal(value, box_state[name]), name
 
 
 def test_frozen_weights_that_do_not_fit_are_reported(tmp_path):

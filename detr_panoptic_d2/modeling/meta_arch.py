@@ -220,6 +220,17 @@ class DetrPanoptic(nn.Module):
         """(name, parameter) of everything but the mask head: what stage 2 freezes."""
         return [(n, p) for n, p in self.named_parameters() if not n.startswith("mask_head.")]
 
+    def train(self, mode=True):
+        """As nn.Module.train; a frozen detector stays in eval mode, so that its BatchNorm
+        statistics do not drift and the mask head trains on the detector's inference-time
+        outputs (the reference keeps its dropout on; with FrozenBN that is the only difference)."""
+        super().train(mode)
+        if self.frozen_detector:
+            for name, module in self.named_children():
+                if name != "mask_head":
+                    module.train(False)
+        return self
+
     def freeze_detector(self, path):
         """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("mask_head.")}
