@@ -2,12 +2,13 @@
 #
 #   make setup [DETECTRON2=wheel|git] [PANOPTICAPI=pypi|git]   create .venv and install everything
 #   make test                                                  run the test suite (what CI runs)
-#   make demo                                                  train + evaluate on the built-in dataset
+#   make demo [DEMO_ARGS='KEY VALUE ...']                      train + evaluate on the built-in dataset
 
 PYTHON ?= python3
 VENV ?= .venv
 DETECTRON2 ?= wheel
 PANOPTICAPI ?= pypi
+DEMO_ARGS ?=
 ARCH := $(shell uname -m)
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
@@ -50,7 +51,7 @@ test: setup
 	$(PY) -m pytest
 
 demo: setup
-	$(PY) tools/run_demo.py
+	$(PY) tools/run_demo.py $(DEMO_ARGS)
 
 env: setup
 	$(PY) -m detr_panoptic_d2.env

@@ -10,6 +10,17 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detr_panoptic_d2 import add_detr_panoptic_config
 
 
+def model_from_config_file(path):
+    """(cfg, model) of a shipped config on the CPU, with random weights and no frozen detector."""
+    from detectron2.modeling import build_model
+
+    cfg = add_detr_panoptic_config(get_cfg())
+    cfg.merge_from_file(path)
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
+    return cfg, build_model(cfg)
+
+
 def tiny_cfg(num_classes=5, mask_on=True, dataset=None):
     """An R18-like DETR panoptic config: d=64, 2+2 layers, 10 queries, CPU.
 
@@ -126,3 +137,41 @@ def write_image(path, height, width, seed=0):
     pixels = ((smooth * 0.8 + noise) * 255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     Image.fromarray(pixels).save(path)
     return str(path)
+
+
+def register_tiny_shapes(root, prefix, num_train=16, num_val=4, size=(64, 96)):
+    """Registers (once per process) ``<prefix>_train`` and ``<prefix>_val``: tiny shapes
+    splits under ``root``, images of ``size`` = (min, max) pixels a side; the files are
+    written on first load. Returns the two names."""
+    from detectron2.data import DatasetCatalog
+
+    from detr_panoptic_d2.data import register_shapes_panoptic
+
+    names = (f"{prefix}_train", f"{prefix}_val")
+    for name, num, seed in zip(names, (num_train, num_val), (0, 1)):
+        if name not in DatasetCatalog.list():
+            register_shapes_panoptic(name, f"{root}/{name}", num, seed, *size)
+    return names
+
+
+def tiny_training_cfg(train, val, output_dir, mask_on=True, max_iter=3):
+    """``tiny_cfg`` set up to train on the registered panoptic split ``train`` (64 px
+    images, batch 2, no crop, CPU, seeded) and evaluate every output on ``val`` (None: no
+    evaluation), writing into ``output_dir``."""
+    cfg = tiny_cfg(num_classes=6, mask_on=mask_on, dataset=val)
+    cfg.DATASETS.TRAIN = (train,)
+    cfg.INPUT.MIN_SIZE_TRAIN = (64,)
+    cfg.INPUT.MAX_SIZE_TRAIN = 96
+    cfg.INPUT.MIN_SIZE_TEST = 64
+    cfg.INPUT.MAX_SIZE_TEST = 96
+    cfg.INPUT.CROP.ENABLED = False
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = True
+    cfg.MODEL.DETR.TEST.SEMANTIC_ON = mask_on
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.STEPS = ()
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SEED = 0
+    cfg.OUTPUT_DIR = str(output_dir)
+    return cfg

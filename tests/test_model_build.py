@@ -4,21 +4,14 @@ import glob
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from detr_panoptic_d2 import add_detr_panoptic_config
-
-from .helpers import make_input, tiny_cfg
+from .helpers import make_input, model_from_config_file, tiny_cfg
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob("configs/coco/*.yaml")))
 def test_coco_configs_build_full_size_models(path):
-    cfg = add_detr_panoptic_config(get_cfg())
-    cfg.merge_from_file(path)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
-    model = build_model(cfg)
+    cfg, model = model_from_config_file(path)
     assert model.class_embed.out_features == 134
     assert model.query_embed.num_embeddings == 100
     assert (model.mask_head is not None) == cfg.MODEL.MASK_ON

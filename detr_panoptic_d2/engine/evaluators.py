@@ -1,0 +1,91 @@
+"""Evaluators for a panoptic dataset, all fed by one inference pass.
+
+For a dataset whose metadata says ``evaluator_type: "coco_panoptic_seg"`` (Detectron2's COCO
+panoptic datasets and those registered with ``register_panoptic_dataset``):
+
+- PQ, SQ, RQ: ``COCOPanopticEvaluator``, with MODEL.DETR.TEST.PANOPTIC_ON;
+- box AP (and mask AP with MODEL.MASK_ON) on the things: ``COCOEvaluator``, with
+  MODEL.DETR.TEST.INSTANCES_ON and an instances JSON (metadata ``json_file``);
+- mIoU over all classes: ``PanopticSemSegEvaluator``, with MODEL.DETR.TEST.SEMANTIC_ON and
+  semantic PNGs (``sem_seg_file_name`` in the dataset dicts).
+
+Each one left out is logged with the reason.
+"""
+import logging
+
+import numpy as np
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.utils.file_io import PathManager
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+def load_semantic_png(filename, dtype=None):
+    """H x W (writable) array of a semantic PNG. (Detectron2's default loader asks NumPy for a copy-free
+    conversion, which NumPy 2 refuses.)"""
+    with PathManager.open(filename, "rb") as f:
+        return np.array(Image.open(f), dtype=dtype)
+
+
+class PanopticSemSegEvaluator(SemSegEvaluator):
+    """Detectron2's ``SemSegEvaluator`` over all classes of a panoptic dataset.
+
+    It reads the ground truth with ``load_semantic_png``. Detectron2's evaluator maps predicted contiguous ids back to dataset ids through
+    ``stuff_dataset_id_to_contiguous_id`` alone, which in the standard COCO panoptic metadata
+    holds no thing class (its JSON export then fails on the first predicted thing pixel);
+    this one maps through the thing and stuff tables together. Metrics are unchanged.
+    """
+
+    def __init__(self, dataset_name, distributed=True, output_dir=None):
+        super().__init__(
+            dataset_name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=load_semantic_png
+        )
+        meta = MetadataCatalog.get(dataset_name)
+        dataset_to_contiguous = {
+            **meta.get("thing_dataset_id_to_contiguous_id", {}),
+            **meta.get("stuff_dataset_id_to_contiguous_id", {}),
+        }
+        self._contiguous_id_to_dataset_id = {v: k for k, v in dataset_to_contiguous.items()}
+
+
+def build_panoptic_evaluator(cfg, dataset_name, output_dir):
+    """DatasetEvaluators for ``dataset_name`` (see the module docstring), writing their files
+    under ``output_dir``. Raises NotImplementedError, which Detectron2's trainer reports and
+    skips, when none applies; ValueError for a dataset of another evaluator type."""
+    meta = MetadataCatalog.get(dataset_name)
+    evaluator_type = meta.get("evaluator_type", None)
+    if evaluator_type != "coco_panoptic_seg":
+        raise ValueError(
+            f"Dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; DETR panoptic evaluates "
+            "COCO-panoptic-format datasets ('coco_panoptic_seg'), e.g. registered with register_panoptic_dataset"
+        )
+    # Loading first also writes the files of lazily generated datasets (shapes).
+    dicts = DatasetCatalog.get(dataset_name)
+    test = cfg.MODEL.DETR.TEST
+    evaluators, skipped = [], []
+    if not test.PANOPTIC_ON:
+        skipped.append("PQ (COCOPanopticEvaluator): MODEL.DETR.TEST.PANOPTIC_ON is off")
+    else:
+        evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
+    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    if not test.INSTANCES_ON:
+        skipped.append("AP (COCOEvaluator): MODEL.DETR.TEST.INSTANCES_ON is off")
+    elif not meta.get("json_file", None):
+        skipped.append(f"AP (COCOEvaluator): the metadata of {dataset_name!r} has no json_file (instances JSON)")
+    else:
+        evaluators.append(
+            COCOEvaluator(dataset_name, tasks, output_dir=output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+        )
+    if not test.SEMANTIC_ON:
+        skipped.append("mIoU (SemSegEvaluator): MODEL.DETR.TEST.SEMANTIC_ON is off")
+    elif not all("sem_seg_file_name" in d for d in dicts):
+        skipped.append(f"mIoU (SemSegEvaluator): the dicts of {dataset_name!r} have no sem_seg_file_name")
+    else:
+        evaluators.append(PanopticSemSegEvaluator(dataset_name, output_dir=output_dir))
+    for reason in skipped:
+        logger.info(f"Evaluation on {dataset_name!r} skips {reason}")
+    if not evaluators:
+        raise NotImplementedError(f"No evaluator applies to {dataset_name!r}: " + "; ".join(skipped))
+    return DatasetEvaluators(evaluators)

@@ -1,0 +1,81 @@
+"""``DetrTrainer``: Detectron2's DefaultTrainer with DETR's optimizer, data and evaluators.
+
+What differs from DefaultTrainer:
+
+- optimizer: ``build_optimizer`` (AdamW, backbone multiplier, full-model clipping), over the
+  parameters that require a gradient only;
+- data: ``DetrPanopticDatasetMapper`` with DETR's augmentation (training) or test resize;
+- evaluation: ``build_panoptic_evaluator`` (PQ, box/mask AP, mIoU from one inference pass);
+- multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
+  constructor always passes ``device_ids``, which DDP refuses for a CPU model.
+
+Checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
+Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED), the LR
+scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
+TensorBoard events, evaluation at the end and every TEST.EVAL_PERIOD iterations.
+"""
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import DetrCheckpointer
+from ..data import DetrPanopticDatasetMapper
+from .evaluators import build_panoptic_evaluator
+from .optimizer import build_optimizer
+
+
+class DetrTrainer(DefaultTrainer):
+    """Trains and evaluates ``DetrPanoptic`` from a config (see the module docstring)."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_kwargs = {"broadcast_buffers": False}
+        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
+            ddp_kwargs["device_ids"] = None
+        model = create_ddp_model(model, **ddp_kwargs)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def train(self):
+        """Trains from ``start_iter`` to SOLVER.MAX_ITER. Returns the results of the last
+        evaluation (on the main process; {} on the others), None if there was none."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=DetrPanopticDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        mapper = DetrPanopticDatasetMapper(cfg, is_train=False, dataset_name=dataset_name)
+        return build_detection_test_loader(cfg, dataset_name, mapper=mapper)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """Evaluators of ``dataset_name``; files go to OUTPUT_DIR/inference/<dataset_name>."""
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_panoptic_evaluator(cfg, dataset_name, output_folder)

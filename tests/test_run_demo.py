@@ -1,0 +1,47 @@
+"""tools/run_demo.py's pieces: panoptic pictures of a dataset and the printed metrics table."""
+import os
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+from PIL import Image
+
+from detr_panoptic_d2.visualization import save_panoptic_visualizations
+
+from .helpers import load_tool, register_tiny_shapes, tiny_cfg
+
+
+def test_pictures_show_input_prediction_and_ground_truth(tmp_path):
+    _, val = register_tiny_shapes(str(tmp_path), "shapes_vis", num_train=1, num_val=2)
+    cfg = tiny_cfg(num_classes=6, dataset=val)
+    cfg.INPUT.MIN_SIZE_TEST = 64
+    cfg.INPUT.MAX_SIZE_TEST = 96
+    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    with torch.no_grad():
+        model.class_embed.bias[-1] = -10.0  # every query of the untrained model predicts a class
+    paths = save_panoptic_visualizations(cfg, model, val, str(tmp_path / "vis"), num_images=2, scale=2)
+    assert model.training
+    records = DatasetCatalog.get(val)
+    assert [os.path.basename(p) for p in paths] == [
+        os.path.basename(r["file_name"]).replace(".jpg", ".png") for r in records
+    ]
+    for path, record in zip(paths, records):
+        picture = np.asarray(Image.open(path))
+        width, height = Image.open(record["file_name"]).size
+        assert picture.shape == (2 * height, 3 * 2 * width, 3)
+        source, prediction, truth = np.split(picture, 3, axis=1)
+        assert not np.array_equal(source, truth) and not np.array_equal(source, prediction)
+
+
+def test_demo_prints_every_metric():
+    run_demo = load_tool("run_demo")
+    panoptic = {k + s: float(i) for i, (k, s) in enumerate((k, s) for s in ("", "_th", "_st") for k in ("PQ", "SQ", "RQ"))}
+    text = run_demo.format_results({"panoptic_seg": panoptic, "bbox": {"AP": 12.34}, "sem_seg": {"mIoU": 56.78}})
+    lines = text.splitlines()
+    assert lines[1].split() == ["all", "0.0", "1.0", "2.0"]
+    assert lines[2].split() == ["things", "3.0", "4.0", "5.0"]
+    assert lines[3].split() == ["stuff", "6.0", "7.0", "8.0"]
+    assert lines[4].split() == ["box", "AP", "12.3", "mask", "AP", "n/a", "mIoU", "56.8"]

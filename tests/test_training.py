@@ -1,0 +1,200 @@
+"""End to end on a tiny shapes split: tools/train_net.py trains and evaluates, the two-stage
+recipe keeps the detector, --resume continues the schedule, and 2-process DDP runs on CPU."""
+import glob
+import hashlib
+import json
+import math
+import os
+
+import pytest
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.modeling import build_model
+from detectron2.utils import comm
+
+from detr_panoptic_d2.checkpoint import load_model_state
+from detr_panoptic_d2.engine import DetrTrainer
+
+from .helpers import load_tool, register_tiny_shapes, tiny_training_cfg
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def shapes(shapes_root):
+    """Names of a 16-image train and a 4-image val shapes split (64-96 px)."""
+    return register_tiny_shapes(shapes_root, "shapes_tiny")
+
+
+def _write_cfg(cfg, path):
+    with open(path, "w") as f:
+        f.write(cfg.dump())
+    return str(path)
+
+
+@pytest.mark.slow
+def test_train_net_trains_then_evaluates_pq_ap_miou(shapes, tmp_path):
+    cfg_file = _write_cfg(tiny_training_cfg(*shapes, tmp_path / "run"), tmp_path / "cfg.yaml")
+    train_net = load_tool("train_net")
+    results = train_net.main(default_argument_parser().parse_args(["--config-file", cfg_file]))
+    assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
+    assert "AP" in results["bbox"] and "AP" in results["segm"]
+    assert "mIoU" in results["sem_seg"]
+    for task, key in [("panoptic_seg", "PQ"), ("panoptic_seg", "SQ"), ("panoptic_seg", "RQ"), ("bbox", "AP"),
+                      ("segm", "AP"), ("sem_seg", "mIoU")]:
+        assert math.isfinite(results[task][key]), (task, key, results[task][key])
+    assert os.path.isfile(tmp_path / "run" / "model_final.pth")
+    assert os.path.isfile(tmp_path / "run" / "metrics.json")
+
+    # --eval-only reloads the whole model from MODEL.WEIGHTS and ignores FROZEN_WEIGHTS.
+    again = train_net.main(
+        default_argument_parser().parse_args(
+            ["--config-file", cfg_file, "--eval-only", "MODEL.WEIGHTS", str(tmp_path / "run" / "model_final.pth"),
+             "MODEL.DETR.FROZEN_WEIGHTS", str(tmp_path / "no_such_stage1.pth")]
+        )
+    )
+    assert again["panoptic_seg"]["PQ"] == results["panoptic_seg"]["PQ"]
+    assert again["sem_seg"]["mIoU"] == results["sem_seg"]["mIoU"]
+
+
+@pytest.mark.slow
+def test_stage_two_trains_only_the_mask_head_and_keeps_the_detector(shapes, tmp_path):
+    train, _ = shapes
+    stage1 = DetrTrainer(tiny_training_cfg(train, None, tmp_path / "boxes", mask_on=False, max_iter=2))
+    stage1.resume_or_load(resume=False)
+    stage1.train()
+    boxes = load_model_state(str(tmp_path / "boxes" / "model_final.pth"))
+
+    cfg = tiny_training_cfg(train, None, tmp_path / "masks", mask_on=True, max_iter=2)
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes" / "model_final.pth")
+    stage2 = DetrTrainer(cfg)
+    held = {id(p) for g in stage2.optimizer.param_groups for p in g["params"]}
+    assert held == {id(p) for p in stage2.model.mask_head.parameters()}
+    initial_head = {k: v.clone() for k, v in stage2.model.mask_head.state_dict().items()}
+    stage2.resume_or_load(resume=False)
+    stage2.train()
+
+    final = load_model_state(str(tmp_path / "masks" / "model_final.pth"))
+    detector = {k: v for k, v in final.items() if not k.startswith("mask_head.")}
+    assert detector.keys() == boxes.keys()
+    for name, value in detector.items():
+        assert torch.equal(value, boxes[name]), name
+    assert any(not torch.equal(final["mask_head." + k], v) for k, v in initial_head.items())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAt(HookBase):
+    """Raises after iteration ``stop`` finished (a crash between two checkpoints)."""
+
+    def __init__(self, stop):
+        self.stop = stop
+
+    def after_step(self):
+        if self.trainer.iter == self.stop:
+            raise _Interrupt
+
+
+class _RecordLR(HookBase):
+    def __init__(self):
+        self.steps = []
+
+    def before_step(self):
+        self.steps.append((self.trainer.iter, max(g["lr"] for g in self.trainer.optimizer.param_groups)))
+
+
+@pytest.mark.slow
+def test_resume_continues_at_the_saved_iteration_and_schedule(shapes, tmp_path):
+    train, _ = shapes
+    cfg = tiny_training_cfg(train, None, tmp_path, max_iter=6)
+    cfg.SOLVER.BASE_LR = 1e-3
+    cfg.SOLVER.STEPS = (4,)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 2
+    first = DetrTrainer(cfg)
+    first.register_hooks([_StopAt(4)])
+    first.resume_or_load(resume=False)
+    with pytest.raises(_Interrupt):
+        first.train()
+    assert not os.path.exists(tmp_path / "model_final.pth")
+    saved = torch.load(tmp_path / "model_0000003.pth", weights_only=False)
+
+    second = DetrTrainer(cfg)
+    record = _RecordLR()
+    second.register_hooks([record])
+    second.resume_or_load(resume=True)
+    assert second.start_iter == 4
+    for name, value in second.model.state_dict().items():
+        assert torch.equal(value, saved["model"][name]), name
+    second.train()
+    # Iterations 4 and 5 ran, after the lr drop at 4 (the schedule was restored too).
+    assert record.steps == [(4, pytest.approx(1e-4)), (5, pytest.approx(1e-4))]
+    final = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert final["iteration"] == 5
+
+
+def _ddp_worker(cfg_file, shapes_root, out_dir):
+    """One rank of the 2-process run: trains, evaluates, and writes what it saw."""
+    register_tiny_shapes(shapes_root, "shapes_tiny")
+    seen = []
+
+    class RecordingTrainer(DetrTrainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            loader = super().build_train_loader(cfg)
+
+            def batches():
+                for batch in loader:
+                    seen.extend(os.path.basename(x["file_name"]) for x in batch)
+                    yield batch
+
+            return batches()
+
+    train_net = load_tool("train_net")
+    args = default_argument_parser().parse_args(["--config-file", cfg_file])
+    cfg = train_net.setup(args)
+    trainer = RecordingTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    model = trainer.model.module
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+    with open(os.path.join(out_dir, f"rank{comm.get_rank()}.json"), "w") as f:
+        json.dump({"seen": seen, "params": digest, "results": results}, f)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frozen_detector", [False, True], ids=["joint", "frozen_detector"])
+def test_two_process_ddp_on_cpu(shapes, shapes_root, tmp_path, frozen_detector):
+    cfg = tiny_training_cfg(*shapes, tmp_path / "run", max_iter=3)
+    if frozen_detector:
+        box_cfg = tiny_training_cfg(*shapes, tmp_path, mask_on=False)
+        DetectionCheckpointer(build_model(box_cfg), save_dir=str(tmp_path)).save("boxes")
+        cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
+    cfg.SOLVER.IMS_PER_BATCH = 4
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = False
+    cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
+    cfg_file = _write_cfg(cfg, tmp_path / "cfg.yaml")
+    launch(_ddp_worker, 2, dist_url="auto", args=(cfg_file, shapes_root, str(tmp_path)))
+    ranks = []
+    for r in range(2):
+        with open(tmp_path / f"rank{r}.json") as f:
+            ranks.append(json.load(f))
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 6  # 3 iterations x 2 images
+    assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"])
+    assert ranks[0]["params"] == ranks[1]["params"]
+    assert math.isfinite(ranks[0]["results"]["panoptic_seg"]["PQ"])
+    with open(tmp_path / "run" / "inference" / shapes[1] / "predictions.json") as f:
+        assert len(json.load(f)["annotations"]) == 4  # both ranks' predictions gathered
+    # Rank 0 alone writes checkpoints and events; each rank keeps its own log.
+    assert os.path.isfile(tmp_path / "run" / "model_final.pth")
+    assert len(glob.glob(str(tmp_path / "run" / "events.out.tfevents.*"))) == 1
+    assert os.path.isfile(tmp_path / "run" / "log.txt.rank1")
+    if frozen_detector:
+        boxes = load_model_state(str(tmp_path / "boxes.pth"))
+        final = load_model_state(str(tmp_path / "run" / "model_final.pth"))
+        assert all(torch.equal(final[k], v) for k, v in boxes.items())

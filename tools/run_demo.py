@@ -1,0 +1,89 @@
+#!/usr/bin/env python
+"""The built-in demo (`make demo`): trains DETR panoptic on the synthetic shapes dataset on
+the CPU, evaluates it on shapes_panoptic_val, draws a few validation images and prints the
+metrics.
+
+    tools/run_demo.py [--config-file FILE [--config-file FILE ...]] [--num-vis 4] [KEY VALUE ...]
+
+Several --config-file run as consecutive stages (e.g. boxes, then masks on the frozen
+detector): a stage whose MODEL.DETR.FROZEN_WEIGHTS is set loads the previous stage's final
+checkpoint, and only the last stage is evaluated. KEY VALUE pairs apply to every stage.
+The dataset is generated on first use under $DETECTRON2_DATASETS/shapes_panoptic (default
+./datasets); checkpoints, logs and pictures go to each stage's OUTPUT_DIR.
+"""
+import argparse
+import os
+import time
+
+from detectron2.config import get_cfg
+from detectron2.utils import comm
+
+from detr_panoptic_d2 import add_detr_panoptic_config
+from detr_panoptic_d2.engine import DetrTrainer, setup
+from detr_panoptic_d2.visualization import save_panoptic_visualizations
+
+DEFAULT_CONFIGS = ["configs/shapes/detr_R18_shapes.yaml"]
+
+
+def format_results(results):
+    """Text table of PQ/SQ/RQ (all, things, stuff), box and mask AP and mIoU, from the
+    results of DetrTrainer.test for one dataset; missing metrics show as n/a."""
+
+    def get(task, key):
+        value = results.get(task, {}).get(key)
+        return "n/a" if value is None else f"{value:.1f}"
+
+    rows = ["           PQ     SQ     RQ"]
+    for label, suffix in (("all", ""), ("things", "_th"), ("stuff", "_st")):
+        rows.append(f"{label:<7}" + "".join(f"{get('panoptic_seg', m + suffix):>7}" for m in ("PQ", "SQ", "RQ")))
+    rows.append(f"box AP {get('bbox', 'AP')}   mask AP {get('segm', 'AP')}   mIoU {get('sem_seg', 'mIoU')}")
+    return "\n".join(rows)
+
+
+def freezes_detector(config_file):
+    """Whether the config sets MODEL.DETR.FROZEN_WEIGHTS."""
+    cfg = add_detr_panoptic_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    return bool(cfg.MODEL.DETR.FROZEN_WEIGHTS)
+
+
+def stage_args(config_file, opts, previous_output, is_last):
+    """Arguments of one stage for ``setup``: its config file, the shared overrides, the previous
+    stage's final checkpoint as frozen detector (when the stage freezes one) and, for all but
+    the last stage, no evaluation."""
+    extra = [] if is_last else ["DATASETS.TEST", "()"]
+    if previous_output and freezes_detector(config_file):
+        extra += ["MODEL.DETR.FROZEN_WEIGHTS", os.path.join(previous_output, "model_final.pth")]
+    return argparse.Namespace(config_file=config_file, opts=list(opts) + extra, eval_only=False, resume=False)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", action="append", metavar="FILE", help="a stage's config (repeatable)")
+    parser.add_argument("--num-vis", type=int, default=4, help="validation images to draw")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args()
+    configs = args.config_file or DEFAULT_CONFIGS
+    start = time.time()
+    previous_output, iterations = None, []
+    for i, config_file in enumerate(configs):
+        cfg = setup(stage_args(config_file, args.opts, previous_output, i == len(configs) - 1))
+        trainer = DetrTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        results = trainer.train()
+        iterations.append(str(cfg.SOLVER.MAX_ITER))
+        previous_output = cfg.OUTPUT_DIR if i + 1 < len(configs) else None
+    dataset = cfg.DATASETS.TEST[0]
+    pictures = save_panoptic_visualizations(
+        cfg, trainer.model, dataset, os.path.join(cfg.OUTPUT_DIR, "visualizations"), args.num_vis
+    )
+    if comm.is_main_process():
+        print(f"\nDETR panoptic on {dataset}, trained from scratch ({' + '.join(iterations)} iterations):")
+        print(format_results(results))
+        print("Pictures (input | prediction | ground truth):\n  " + "\n  ".join(pictures))
+        print(f"Checkpoint: {os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
+        print(f"Wall time: {(time.time() - start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

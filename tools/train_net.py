@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Train or evaluate DETR panoptic models, Detectron2 style.
+
+    tools/train_net.py --config-file configs/coco/detr_R50_boxes.yaml --num-gpus 8
+    tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
+    tools/train_net.py --config-file CONFIG --resume            # continue the last run
+    tools/train_net.py --config-file CONFIG --num-gpus 2        # 2 processes (GLOO on CPU)
+
+Trailing KEY VALUE pairs override the config. The trainer is ``DetrTrainer``.
+"""
+from detectron2.engine import default_argument_parser, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.engine import DetrTrainer, setup
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = DetrTrainer.build_model(cfg)
+        DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = DetrTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = DetrTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))
