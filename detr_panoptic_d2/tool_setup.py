@@ -5,13 +5,13 @@ import glob
 import logging
 import os
 
-import torch
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
 from .config import add_detr_panoptic_config
+from .engine.defaults import adapt_to_machine
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
@@ -37,22 +37,18 @@ def add_inference_arguments(parser, output_help):
 def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     """A frozen config for panoptic inference: ``config_file`` + ``opts`` (["KEY", "VALUE", ...]).
 
-    confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. MODEL.DEVICE
-    falls back to "cpu" when it asks for CUDA and none is available. MODEL.DETR.FROZEN_WEIGHTS
-    is cleared (training only). Raises ValueError when the
-    config cannot give a panoptic output or names no dataset for the class names."""
+    confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. The config is
+    adapted to the machine as for ``train_net.py --eval-only`` (engine.adapt_to_machine: no
+    FROZEN_WEIGHTS, CPU when CUDA is unavailable). Raises ValueError when the config cannot
+    give a panoptic output or names no dataset for the class names."""
     cfg = get_cfg()
     add_detr_panoptic_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     if confidence_threshold is not None:
         cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = confidence_threshold
-    # A stage-2 config names the stage-1 detector to freeze; for inference MODEL.WEIGHTS holds
-    # the whole model, so nothing is loaded from there.
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.info(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: running on the CPU")
-        cfg.MODEL.DEVICE = "cpu"
+    for message in adapt_to_machine(cfg, eval_only=True):
+        logger.info(message)
     if not (cfg.MODEL.MASK_ON and cfg.MODEL.DETR.TEST.PANOPTIC_ON):
         raise ValueError(
             f"{config_file}: panoptic output needs MODEL.MASK_ON True and MODEL.DETR.TEST.PANOPTIC_ON True "

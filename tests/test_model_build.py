@@ -76,3 +76,10 @@ def test_frozen_weights_that_do_not_fit_are_reported(tmp_path):
     cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_model(cfg)
+
+
+def test_mask_head_widths_not_fitting_group_norm_are_reported():
+    cfg = tiny_cfg()
+    cfg.MODEL.DETR.MASK_HEAD.NHEADS = 4
+    with pytest.raises(ValueError, match="HIDDEN_DIM=64 \\+ MODEL.DETR.MASK_HEAD.NHEADS=4 gives 68"):
+        build_model(cfg)

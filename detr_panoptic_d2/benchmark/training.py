@@ -1,6 +1,7 @@
 """Training benchmark: one DetrPanoptic training iteration, split into its stages."""
 import torch
 
+from ..engine.optimizer import build_optimizer
 from .amp import autocast, grad_scaler
 from .measure import Contestant, measure
 
@@ -21,13 +22,6 @@ def training_points(model):
         ("loss", (model.criterion, "layer_losses")),
         ("loss", (model.criterion, "mask_losses")),
     ]
-
-
-def make_optimizer(model, cfg):
-    """AdamW over the trainable parameters at SOLVER.BASE_LR and WEIGHT_DECAY (the paper's
-    optimizer; its per-group learning rates do not change the cost of a step)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
 
 def _training_step(model, inputs, optimizer, scaler, amp, device):
@@ -53,13 +47,13 @@ def _training_step(model, inputs, optimizer, scaler, amp, device):
 
 def run_training(models, inputs, cfg, *, warmup, runs, amp, device, clock=None):
     """Times training iterations on ``inputs`` for each of ``models`` (key -> DetrPanoptic,
-    each with its own optimizer, see make_optimizer), the models taking turns; their weights
+    each with its own optimizer, the trainer's build_optimizer: AdamW, backbone multiplier, full-model clipping), the models taking turns; their weights
     change. Returns {key: measure.measure's report}; its "mask_head_queries_per_image" is
     the number of matched queries."""
     contestants = {}
     for key, model in models.items():
         model.train()
-        step = _training_step(model, inputs, make_optimizer(model, cfg), grad_scaler(device, amp), amp, device)
+        step = _training_step(model, inputs, build_optimizer(cfg, model), grad_scaler(device, amp), amp, device)
         contestants[key] = Contestant(model, training_points(model), step, len(inputs))
     results = measure(contestants, warmup=warmup, runs=runs, device=device, clock=clock)
     return {key: report for key, (report, _) in results.items()}

@@ -73,6 +73,13 @@ class FPNMaskHead(nn.Module):
         widths = [hidden_dim // 2, hidden_dim // 4, hidden_dim // 8, hidden_dim // 16]
         if widths[-1] < 1:
             raise ValueError(f"MODEL.DETR.HIDDEN_DIM={hidden_dim} is too small for the mask head (needs >= 16)")
+        for width in [in_dim] + widths:
+            if width % min(8, width):
+                raise ValueError(
+                    f"The mask head's GroupNorm needs widths divisible by 8: MODEL.DETR.HIDDEN_DIM={hidden_dim} "
+                    f"+ MODEL.DETR.MASK_HEAD.NHEADS={num_heads} gives {in_dim}, then {widths}; e.g. HIDDEN_DIM "
+                    "64, 128 or 256 with NHEADS 8"
+                )
         self.lay1 = _conv_gn_relu(in_dim, in_dim)
         self.lay2 = _conv_gn_relu(in_dim, widths[0])
         self.adapters = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(fpn_channels, widths[:3]))
