@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, SemSegEvaluator
+from detectron2.evaluation import COCOPanopticEvaluator, SemSegEvaluator
 from detectron2.structures import BitMasks, Instances
 from panopticapi.utils import rgb2id
 from PIL import Image
 
 import detr_panoptic_d2  # noqa: F401  (registers the builtin shapes splits)
+from detr_panoptic_d2.engine.evaluators import ThingsCOCOEvaluator
 from detr_panoptic_d2.data.shapes import CATEGORIES, ensure_split, generate, generate_split
 from detr_panoptic_d2.data.shapes import register_shapes_panoptic, split_paths
 
@@ -223,11 +224,31 @@ def test_ground_truth_scores_pq_100(shapes, tmp_path):
     assert result["PQ_th"] == pytest.approx(100.0) and result["PQ_st"] == pytest.approx(100.0)
 
 
-def test_ground_truth_scores_ap_100_with_coco_evaluator(shapes):
+@pytest.fixture
+def things_only_json_split(shapes, tmp_path):
+    """``shapes`` again, with an instances JSON listing the thing categories only, as COCO's
+    instances_val2017.json does beside the 133-class panoptic metadata."""
+    meta = MetadataCatalog.get(shapes)
+    with open(meta.json_file) as f:
+        instances = json.load(f)
+    instances["categories"] = [c for c in instances["categories"] if c["id"] in meta.thing_dataset_id_to_contiguous_id]
+    json_file = str(tmp_path / "things_only.json")
+    with open(json_file, "w") as f:
+        json.dump(instances, f)
+    name = shapes + "_things_json"
+    DatasetCatalog.register(name, lambda: DatasetCatalog.get(shapes))
+    MetadataCatalog.get(name).set(**{**meta.as_dict(), "name": name, "json_file": json_file})
+    yield name
+    DatasetCatalog.remove(name)
+    MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("things_only_json", [False, True])
+def test_ground_truth_scores_ap_100_with_coco_evaluator(shapes, things_only_json, request):
+    if things_only_json:
+        shapes = request.getfixturevalue("things_only_json_split")
     # use_fast_impl=False: the fast COCOeval needs detectron2's compiled _C.
-    evaluator = COCOEvaluator(
-        shapes, tasks=("bbox", "segm"), distributed=False, use_fast_impl=False
-    )
+    evaluator = ThingsCOCOEvaluator(shapes, tasks=("bbox", "segm"), distributed=False, use_fast_impl=False)
     evaluator.reset()
     for d in DatasetCatalog.get(shapes):
         ids, segments = _ground_truth_panoptic(d)

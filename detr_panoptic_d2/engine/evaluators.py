@@ -4,7 +4,7 @@ For a dataset whose metadata says ``evaluator_type: "coco_panoptic_seg"`` (Detec
 panoptic datasets and those registered with ``register_panoptic_dataset``):
 
 - PQ, SQ, RQ: ``COCOPanopticEvaluator``, with MODEL.DETR.TEST.PANOPTIC_ON;
-- box AP (and mask AP with MODEL.MASK_ON) on the things: ``COCOEvaluator``, with
+- box AP (and mask AP with MODEL.MASK_ON) on the things: ``ThingsCOCOEvaluator``, with
   MODEL.DETR.TEST.INSTANCES_ON and an instances JSON (metadata ``json_file``);
 - mIoU over all classes: ``PanopticSemSegEvaluator``, with MODEL.DETR.TEST.SEMANTIC_ON and
   semantic PNGs (``sem_seg_file_name`` in the dataset dicts).
@@ -15,6 +15,7 @@ import logging
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.catalog import Metadata
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
 from detectron2.utils.file_io import PathManager
 from PIL import Image
@@ -50,6 +51,22 @@ class PanopticSemSegEvaluator(SemSegEvaluator):
         self._contiguous_id_to_dataset_id = {v: k for k, v in dataset_to_contiguous.items()}
 
 
+class ThingsCOCOEvaluator(COCOEvaluator):
+    """Detectron2's ``COCOEvaluator`` (box and mask AP) for a panoptic dataset's things.
+
+    Under the standard COCO panoptic metadata ``thing_classes`` lists all classes (133 for COCO)
+    while the instances JSON has the thing categories only (80), and Detectron2's per-category
+    AP table asserts that the two counts agree. This evaluator names the categories of the
+    instances JSON itself (in its category-id order, the order of COCO's AP arrays).
+    Metrics are unchanged.
+    """
+
+    def __init__(self, dataset_name, *args, **kwargs):
+        super().__init__(dataset_name, *args, **kwargs)
+        categories = self._coco_api.loadCats(sorted(self._coco_api.getCatIds()))
+        self._metadata = Metadata(**{**self._metadata.as_dict(), "thing_classes": [c["name"] for c in categories]})
+
+
 def build_panoptic_evaluator(cfg, dataset_name, output_dir):
     """DatasetEvaluators for ``dataset_name`` (see the module docstring), writing their files
     under ``output_dir``. Raises NotImplementedError, which Detectron2's trainer reports and
@@ -76,7 +93,9 @@ def build_panoptic_evaluator(cfg, dataset_name, output_dir):
         skipped.append(f"AP (COCOEvaluator): the metadata of {dataset_name!r} has no json_file (instances JSON)")
     else:
         evaluators.append(
-            COCOEvaluator(dataset_name, tasks, output_dir=output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE)
+            ThingsCOCOEvaluator(
+                dataset_name, tasks, output_dir=output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
+            )
         )
     if not test.SEMANTIC_ON:
         skipped.append("mIoU (SemSegEvaluator): MODEL.DETR.TEST.SEMANTIC_ON is off")
