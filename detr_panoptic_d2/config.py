@@ -106,6 +106,11 @@ def add_detr_panoptic_config(cfg):
     # skips samples.
     cfg.DATALOADER.SKIP_BAD_SAMPLES = False
 
+    # Seeded runs (SEED >= 0) also ask PyTorch for deterministic algorithms; on the CPU two
+    # runs then give identical losses. On CUDA some kernels have no deterministic version
+    # (PyTorch warns, naming them); see README, "Determinism".
+    cfg.DETERMINISTIC = False
+
     # AdamW with a lower learning rate for the backbone (paper: 1e-4 and 1e-5).
     cfg.SOLVER.OPTIMIZER = "ADAMW"
     # Backbone learning rate = BASE_LR * BACKBONE_MULTIPLIER.

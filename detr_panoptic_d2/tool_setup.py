@@ -10,6 +10,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
+from .checkpoint import DetrCheckpointer
 from .config import add_detr_panoptic_config
 from .engine.defaults import adapt_to_machine
 
@@ -61,11 +62,18 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
 
 
 def build_predictor(cfg):
-    """Detectron2's DefaultPredictor (model in eval mode, MODEL.WEIGHTS loaded, test-time resize,
-    INPUT.FORMAT handled) and the metadata of DATASETS.TEST[0]."""
-    if not cfg.MODEL.WEIGHTS:
+    """Detectron2's DefaultPredictor (model in eval mode, test-time resize, INPUT.FORMAT handled)
+    with MODEL.WEIGHTS loaded by DetrCheckpointer (safe loading; every weight must fit), and the
+    metadata of DATASETS.TEST[0]."""
+    unloaded = cfg.clone()
+    unloaded.defrost()
+    unloaded.MODEL.WEIGHTS = ""
+    predictor = DefaultPredictor(unloaded)
+    if cfg.MODEL.WEIGHTS:
+        DetrCheckpointer(predictor.model).load_complete(cfg.MODEL.WEIGHTS)
+    else:
         logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
-    return DefaultPredictor(cfg), MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    return predictor, MetadataCatalog.get(cfg.DATASETS.TEST[0])
 
 
 def list_images(inputs):

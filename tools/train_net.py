@@ -20,7 +20,9 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = DetrTrainer.build_model(cfg)
-        DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        resume = args.resume and checkpointer.has_checkpoint()
+        checkpointer.load_complete(checkpointer.get_checkpoint_file() if resume else cfg.MODEL.WEIGHTS)
         results = DetrTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

@@ -75,6 +75,31 @@ class DetrCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir="", *, allow_unsafe=False, **kwargs):
         super().__init__(model, save_dir, **kwargs)
         self.allow_unsafe = allow_unsafe
+        self.incompatible = None
+
+    def _load_model(self, checkpoint):
+        """As Detectron2's (which logs what did not fit), and keeps the report in
+        ``self.incompatible`` (missing_keys, unexpected_keys, incorrect_shapes)."""
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+    def load_complete(self, path):
+        """Loads ``path`` into the model and raises ValueError, naming the file and the keys,
+        unless every parameter and buffer of the model was found with its shape (for
+        evaluation, where a partly loaded model would give meaningless numbers)."""
+        if not path:
+            raise ValueError("No checkpoint to evaluate: set MODEL.WEIGHTS (or pass --resume with a previous run)")
+        self.incompatible = None
+        self.load(path)
+        report = self.incompatible
+        missing = list(report.missing_keys) if report else []
+        shapes = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in report.incorrect_shapes] if report else []
+        if missing or shapes:
+            raise ValueError(
+                f"Checkpoint {path!r} does not fit the model of this config: missing {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}; shape mismatches (checkpoint vs model) {shapes[:10]}. "
+                "Check MODEL.WEIGHTS and the config's sizes (e.g. MODEL.DETR.NUM_CLASSES)"
+            )
 
     def _load_file(self, filename):
         if filename.endswith(".pkl") and not self.allow_unsafe:

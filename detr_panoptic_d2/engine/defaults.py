@@ -7,9 +7,13 @@ It is Detectron2's usual set-up (config file, trailing KEY VALUE overrides,
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
 - SOLVER.AMP.ENABLED is turned off on CPU (Detectron2's AMP trainer needs CUDA).
 
+With DETERMINISTIC set, PyTorch is asked for deterministic algorithms (seeding is Detectron2's,
+from SEED).
+
 Each change is logged as a warning.
 """
 import logging
+import os
 
 import torch
 from detectron2.config import get_cfg
@@ -53,6 +57,10 @@ def setup(args):
     warnings = adapt_to_machine(cfg, eval_only=getattr(args, "eval_only", False))
     cfg.freeze()
     default_setup(cfg, args)
+    if cfg.DETERMINISTIC:
+        # cuBLAS needs this workspace setting to be deterministic; harmless on the CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="detr_panoptic_d2")
     for message in warnings:
         logger.warning(message)

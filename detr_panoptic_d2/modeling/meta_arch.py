@@ -17,7 +17,7 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
@@ -73,6 +73,11 @@ def _thing_ids(cfg):
     names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
     if not names:
         return None
+    if names[0] not in DatasetCatalog.list():
+        raise KeyError(
+            f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered panoptic "
+            f"datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
+        )
     meta = MetadataCatalog.get(names[0])
     if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
         raise ValueError(

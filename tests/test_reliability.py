@@ -1,0 +1,227 @@
+"""Faults and bad input: each case of the README's "Bad input and faults" table that is not
+covered beside its feature (data, checkpoint and model tests name theirs in the table)."""
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from detectron2.engine import HookBase, default_argument_parser
+from detectron2.modeling import build_model
+from panopticapi.utils import id2rgb
+from PIL import Image
+
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.data import DetrPanopticDatasetMapper
+from detr_panoptic_d2.engine import DetrTrainer
+
+from .helpers import load_tool, make_input, register_tiny_shapes, tiny_cfg, tiny_training_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="module")
+def shapes(shapes_root):
+    return register_tiny_shapes(shapes_root, "shapes_tiny")
+
+
+def _write_cfg(cfg, path):
+    path.write_text(cfg.dump())
+    return str(path)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, shapes_root, tmp_path):
+    """SIGKILL a training process between checkpoints, then --resume: it starts after the last
+    checkpoint written before the kill, with its weights, and runs to SOLVER.MAX_ITER."""
+    out = tmp_path / "run"
+    cfg = tiny_training_cfg(*shapes, out, max_iter=200)
+    cfg.SOLVER.CHECKPOINT_PERIOD = 3
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.DATASETS.TEST = ()
+    cfg.MODEL.DETR.TEST.PANOPTIC_ON = cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
+    cfg_file = _write_cfg(cfg, tmp_path / "cfg.yaml")
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from detectron2.engine import default_argument_parser\n"
+        "from tests.helpers import load_tool, register_tiny_shapes\n"
+        "register_tiny_shapes(sys.argv[2], 'shapes_tiny')\n"
+        "load_tool('train_net').main(default_argument_parser().parse_args(['--config-file', sys.argv[3]]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, ROOT, shapes_root, cfg_file],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 240
+        while not (out / "model_0000008.pth").exists():
+            assert proc.poll() is None, "training stopped before it was killed"
+            assert time.time() < deadline, "no third checkpoint within 4 minutes"
+            time.sleep(0.2)
+        time.sleep(0.5)  # somewhere between two checkpoints
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    last = (out / "last_checkpoint").read_text()
+    saved = sorted(p for p in os.listdir(out) if p.endswith(".pth"))
+    assert last in saved and last != "model_final.pth"
+    for name in saved:  # every file under a checkpoint's name is complete
+        torch.load(out / name, map_location="cpu", weights_only=True)
+    last_state = torch.load(out / last, map_location="cpu", weights_only=True)
+
+    trainer = DetrTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == last_state["iteration"] + 1
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, last_state["model"][name]), name
+    trainer.max_iter = trainer.start_iter + 2  # the rest of the schedule is not needed here
+    trainer.train()
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["iteration"] == trainer.start_iter + 1
+
+
+def _train_losses(cfg, cfg_path):
+    """Trains with tools/train_net.py; returns the total losses logged in metrics.json."""
+    load_tool("train_net").main(default_argument_parser().parse_args(["--config-file", _write_cfg(cfg, cfg_path)]))
+    with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
+        return [json.loads(line)["total_loss"] for line in f if "total_loss" in line]
+
+
+@pytest.mark.slow
+def test_seeded_deterministic_runs_give_identical_losses(shapes, tmp_path):
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    losses = []
+    try:
+        for run in ("a", "b"):
+            cfg = tiny_training_cfg(shapes[0], None, tmp_path / run, max_iter=3)
+            cfg.SEED = 7
+            cfg.DETERMINISTIC = True
+            losses.append(_train_losses(cfg, tmp_path / f"{run}.yaml"))
+            assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+    assert len(losses[0]) >= 1 and losses[0] == losses[1]
+
+
+class _PoisonWeights(HookBase):
+    """Sets a class-head weight to NaN before the first iteration."""
+
+    def before_train(self):
+        with torch.no_grad():
+            self.trainer.model.class_embed.weight[0, 0] = float("nan")
+
+
+@pytest.mark.slow
+def test_non_finite_training_loss_stops_with_detectron2_error_naming_losses(shapes, tmp_path):
+    trainer = DetrTrainer(tiny_training_cfg(shapes[0], None, tmp_path, max_iter=3))
+    trainer.register_hooks([_PoisonWeights()])
+    trainer.resume_or_load(resume=False)
+    with pytest.raises(FloatingPointError, match=r"(?s)Loss became infinite or NaN.*loss_ce.: np.float64\(nan\)"):
+        trainer.train()
+
+
+def test_unregistered_dataset_is_named(shapes, tmp_path):
+    cfg = tiny_training_cfg("shapes_tiny_trian", None, tmp_path)
+    with pytest.raises(KeyError, match="shapes_tiny_trian"):
+        DetrTrainer(cfg)
+
+
+def test_evaluating_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
+    other = tiny_cfg(num_classes=7)
+    DetrCheckpointer(build_model(other), str(tmp_path)).save("seven_classes")
+    model = build_model(tiny_cfg(num_classes=5))
+    with pytest.raises(ValueError, match=r"seven_classes.pth.*class_embed.weight \(8, 64\) vs \(6, 64\)"):
+        DetrCheckpointer(model).load_complete(str(tmp_path / "seven_classes.pth"))
+    with pytest.raises(ValueError, match="set MODEL.WEIGHTS"):
+        DetrCheckpointer(model).load_complete("")
+
+
+def test_loading_for_training_reports_missing_and_extra_keys(tmp_path):
+    source = build_model(tiny_cfg(mask_on=False))
+    state = {k: v for k, v in source.state_dict().items() if k != "query_embed.weight"}
+    state["leftover.weight"] = torch.zeros(1)
+    torch.save({"model": state}, tmp_path / "partial.pth")
+    ckpt = DetrCheckpointer(build_model(tiny_cfg(mask_on=False)))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    ckpt.logger.addHandler(handler)
+    try:
+        ckpt.load(str(tmp_path / "partial.pth"))
+    finally:
+        ckpt.logger.removeHandler(handler)
+    report = "\n".join(r.getMessage() for r in records)
+    assert "query_embed.weight" in report and "leftover.weight" in report
+    assert ckpt.incompatible.missing_keys == ["query_embed.weight"]
+
+
+def test_inference_on_tiny_and_mixed_size_images(tmp_path):
+    model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")).eval()
+    with torch.no_grad():
+        model.class_embed.bias[-1] = -10.0  # every query kept
+        batch = [make_input(1, 1, with_targets=False), make_input(20, 9, seed=1, with_targets=False),
+                 make_input(70, 100, seed=2, with_targets=False)]
+        results = model(batch)
+    for x, r in zip(batch, results):
+        seg, info = r["panoptic_seg"]
+        assert seg.shape == (x["height"], x["width"])
+        assert sorted(seg.unique().tolist()) == sorted(s["id"] for s in info) or (not info and (seg == 0).all())
+
+
+def test_non_finite_input_image_is_reported():
+    model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")).eval()
+    x = make_input(40, 40, with_targets=False)
+    x["image"] = x["image"].float()
+    x["image"][0, 5, 5] = float("nan")
+    with torch.no_grad(), pytest.raises(FloatingPointError, match="synthetic_0.png"):
+        model([x])
+
+
+def _sample(tmp_path, size, ids):
+    """A one-image dataset dict: a random RGB image of ``size`` and a panoptic PNG of ``ids``."""
+    h, w = size
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / "image.jpg")
+    Image.fromarray(id2rgb(ids)).save(tmp_path / "pan.png")
+    return {"file_name": str(tmp_path / "image.jpg"), "pan_seg_file_name": str(tmp_path / "pan.png"),
+            "height": h, "width": w, "image_id": 0}
+
+
+def _mapper(min_size=64, max_size=96):
+    cfg = tiny_cfg(num_classes=6)
+    cfg.INPUT.MIN_SIZE_TRAIN = (min_size,)
+    cfg.INPUT.MAX_SIZE_TRAIN = max_size
+    cfg.INPUT.CROP.ENABLED = False
+    return DetrPanopticDatasetMapper(cfg, is_train=True, dataset_name="synthetic")
+
+
+def test_huge_image_is_resized_and_its_segments_kept(tmp_path):
+    ids = np.zeros((5000, 5000), np.int32)
+    ids[:2500] = 7
+    ids[2500:] = 9
+    d = _sample(tmp_path, (5000, 5000), ids)
+    d["segments_info"] = [{"id": 7, "category_id": 3, "iscrowd": 0}, {"id": 9, "category_id": 4, "iscrowd": 0}]
+    out = _mapper()(d)
+    assert out["image"].shape == (3, 64, 64)
+    assert out["instances"].gt_classes.tolist() == [3, 4]
+    assert out["instances"].gt_masks.tensor.sum() == 64 * 64
+
+
+def test_empty_segments_info_with_unlabelled_png_gives_empty_targets(tmp_path):
+    d = _sample(tmp_path, (50, 60), np.zeros((50, 60), np.int32))
+    d["segments_info"] = []
+    inst = _mapper()(d)["instances"]
+    assert len(inst) == 0 and inst.gt_masks.tensor.shape[0] == 0
