@@ -175,3 +175,10 @@ def tiny_training_cfg(train, val, output_dir, mask_on=True, max_iter=3):
     cfg.SEED = 0
     cfg.OUTPUT_DIR = str(output_dir)
     return cfg
+
+
+def write_cfg(cfg, path):
+    """Dumps ``cfg`` to the yaml file ``path``; returns the path as a string."""
+    with open(path, "w") as f:
+        f.write(cfg.dump())
+    return str(path)

@@ -20,37 +20,22 @@ from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.data import DetrPanopticDatasetMapper
 from detr_panoptic_d2.engine import DetrTrainer
 
-from .helpers import load_tool, make_input, register_tiny_shapes, tiny_cfg, tiny_training_cfg
+from .helpers import load_tool, make_input, tiny_cfg, tiny_training_cfg, write_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("shapes"))
-
-
-@pytest.fixture(scope="module")
-def shapes(shapes_root):
-    return register_tiny_shapes(shapes_root, "shapes_tiny")
-
-
-def _write_cfg(cfg, path):
-    path.write_text(cfg.dump())
-    return str(path)
-
-
 @pytest.mark.slow
-def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, shapes_root, tmp_path):
+def test_killed_run_resumes_from_its_last_complete_checkpoint(tiny_shapes, tiny_shapes_root, tmp_path):
     """SIGKILL a training process between checkpoints, then --resume: it starts after the last
     checkpoint written before the kill, with its weights, and runs to SOLVER.MAX_ITER."""
     out = tmp_path / "run"
-    cfg = tiny_training_cfg(*shapes, out, max_iter=200)
+    cfg = tiny_training_cfg(*tiny_shapes, out, max_iter=200)
     cfg.SOLVER.CHECKPOINT_PERIOD = 3
     cfg.TEST.EVAL_PERIOD = 0
     cfg.DATASETS.TEST = ()
     cfg.MODEL.DETR.TEST.PANOPTIC_ON = cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
-    cfg_file = _write_cfg(cfg, tmp_path / "cfg.yaml")
+    cfg_file = write_cfg(cfg, tmp_path / "cfg.yaml")
     script = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from detectron2.engine import default_argument_parser\n"
@@ -59,7 +44,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, shapes_roo
         "load_tool('train_net').main(default_argument_parser().parse_args(['--config-file', sys.argv[3]]))\n"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, ROOT, shapes_root, cfg_file],
+        [sys.executable, "-c", script, ROOT, tiny_shapes_root, cfg_file],
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -95,18 +80,18 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(shapes, shapes_roo
 
 def _train_losses(cfg, cfg_path):
     """Trains with tools/train_net.py; returns the total losses logged in metrics.json."""
-    load_tool("train_net").main(default_argument_parser().parse_args(["--config-file", _write_cfg(cfg, cfg_path)]))
+    load_tool("train_net").main(default_argument_parser().parse_args(["--config-file", write_cfg(cfg, cfg_path)]))
     with open(os.path.join(cfg.OUTPUT_DIR, "metrics.json")) as f:
         return [json.loads(line)["total_loss"] for line in f if "total_loss" in line]
 
 
 @pytest.mark.slow
-def test_seeded_deterministic_runs_give_identical_losses(shapes, tmp_path):
+def test_seeded_deterministic_runs_give_identical_losses(tiny_shapes, tmp_path):
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     losses = []
     try:
         for run in ("a", "b"):
-            cfg = tiny_training_cfg(shapes[0], None, tmp_path / run, max_iter=3)
+            cfg = tiny_training_cfg(tiny_shapes[0], None, tmp_path / run, max_iter=3)
             cfg.SEED = 7
             cfg.DETERMINISTIC = True
             losses.append(_train_losses(cfg, tmp_path / f"{run}.yaml"))
@@ -125,15 +110,15 @@ class _PoisonWeights(HookBase):
 
 
 @pytest.mark.slow
-def test_non_finite_training_loss_stops_with_detectron2_error_naming_losses(shapes, tmp_path):
-    trainer = DetrTrainer(tiny_training_cfg(shapes[0], None, tmp_path, max_iter=3))
+def test_non_finite_training_loss_stops_with_detectron2_error_naming_losses(tiny_shapes, tmp_path):
+    trainer = DetrTrainer(tiny_training_cfg(tiny_shapes[0], None, tmp_path, max_iter=3))
     trainer.register_hooks([_PoisonWeights()])
     trainer.resume_or_load(resume=False)
     with pytest.raises(FloatingPointError, match=r"(?s)Loss became infinite or NaN.*loss_ce.: np.float64\(nan\)"):
         trainer.train()
 
 
-def test_unregistered_dataset_is_named(shapes, tmp_path):
+def test_unregistered_dataset_is_named(tiny_shapes, tmp_path):
     cfg = tiny_training_cfg("shapes_tiny_trian", None, tmp_path)
     with pytest.raises(KeyError, match="shapes_tiny_trian"):
         DetrTrainer(cfg)

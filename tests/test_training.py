@@ -16,24 +16,7 @@ from detectron2.utils import comm
 from detr_panoptic_d2.checkpoint import load_model_state
 from detr_panoptic_d2.engine import DetrTrainer
 
-from .helpers import load_tool, register_tiny_shapes, tiny_training_cfg
-
-
-@pytest.fixture(scope="module")
-def shapes_root(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("shapes"))
-
-
-@pytest.fixture(scope="module")
-def shapes(shapes_root):
-    """Names of a 16-image train and a 4-image val shapes split (64-96 px)."""
-    return register_tiny_shapes(shapes_root, "shapes_tiny")
-
-
-def _write_cfg(cfg, path):
-    with open(path, "w") as f:
-        f.write(cfg.dump())
-    return str(path)
+from .helpers import load_tool, register_tiny_shapes, tiny_training_cfg, write_cfg
 
 
 def _eval_only(train_net, cfg_file, weights, *opts):
@@ -42,8 +25,8 @@ def _eval_only(train_net, cfg_file, weights, *opts):
 
 
 @pytest.mark.slow
-def test_train_net_trains_then_evaluates_pq_ap_miou(shapes, tmp_path):
-    cfg_file = _write_cfg(tiny_training_cfg(*shapes, tmp_path / "run"), tmp_path / "cfg.yaml")
+def test_train_net_trains_then_evaluates_pq_ap_miou(tiny_shapes, tmp_path):
+    cfg_file = write_cfg(tiny_training_cfg(*tiny_shapes, tmp_path / "run"), tmp_path / "cfg.yaml")
     train_net = load_tool("train_net")
     results = train_net.main(default_argument_parser().parse_args(["--config-file", cfg_file]))
     assert {"PQ", "SQ", "RQ", "PQ_th", "PQ_st"} <= set(results["panoptic_seg"])
@@ -71,8 +54,8 @@ def test_train_net_trains_then_evaluates_pq_ap_miou(shapes, tmp_path):
 
 
 @pytest.mark.slow
-def test_stage_two_trains_only_the_mask_head_and_keeps_the_detector(shapes, tmp_path):
-    train, _ = shapes
+def test_stage_two_trains_only_the_mask_head_and_keeps_the_detector(tiny_shapes, tmp_path):
+    train, _ = tiny_shapes
     stage1 = DetrTrainer(tiny_training_cfg(train, None, tmp_path / "boxes", mask_on=False, max_iter=2))
     stage1.resume_or_load(resume=False)
     stage1.train()
@@ -119,8 +102,8 @@ class _RecordLR(HookBase):
 
 
 @pytest.mark.slow
-def test_resume_continues_at_the_saved_iteration_and_schedule(shapes, tmp_path):
-    train, _ = shapes
+def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_path):
+    train, _ = tiny_shapes
     cfg = tiny_training_cfg(train, None, tmp_path, max_iter=6)
     cfg.SOLVER.BASE_LR = 1e-3
     cfg.SOLVER.STEPS = (4,)
@@ -178,17 +161,17 @@ def _ddp_worker(cfg_file, shapes_root, out_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("frozen_detector", [False, True], ids=["joint", "frozen_detector"])
-def test_two_process_ddp_on_cpu(shapes, shapes_root, tmp_path, frozen_detector):
-    cfg = tiny_training_cfg(*shapes, tmp_path / "run", max_iter=3)
+def test_two_process_ddp_on_cpu(tiny_shapes, tiny_shapes_root, tmp_path, frozen_detector):
+    cfg = tiny_training_cfg(*tiny_shapes, tmp_path / "run", max_iter=3)
     if frozen_detector:
-        box_cfg = tiny_training_cfg(*shapes, tmp_path, mask_on=False)
+        box_cfg = tiny_training_cfg(*tiny_shapes, tmp_path, mask_on=False)
         DetectionCheckpointer(build_model(box_cfg), save_dir=str(tmp_path)).save("boxes")
         cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.MODEL.DETR.TEST.INSTANCES_ON = False
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
-    cfg_file = _write_cfg(cfg, tmp_path / "cfg.yaml")
-    launch(_ddp_worker, 2, dist_url="auto", args=(cfg_file, shapes_root, str(tmp_path)))
+    cfg_file = write_cfg(cfg, tmp_path / "cfg.yaml")
+    launch(_ddp_worker, 2, dist_url="auto", args=(cfg_file, tiny_shapes_root, str(tmp_path)))
     ranks = []
     for r in range(2):
         with open(tmp_path / f"rank{r}.json") as f:
@@ -197,7 +180,7 @@ def test_two_process_ddp_on_cpu(shapes, shapes_root, tmp_path, frozen_detector):
     assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"])
     assert ranks[0]["params"] == ranks[1]["params"]
     assert math.isfinite(ranks[0]["results"]["panoptic_seg"]["PQ"])
-    with open(tmp_path / "run" / "inference" / shapes[1] / "predictions.json") as f:
+    with open(tmp_path / "run" / "inference" / tiny_shapes[1] / "predictions.json") as f:
         assert len(json.load(f)["annotations"]) == 4  # both ranks' predictions gathered
     # Rank 0 alone writes checkpoints and events; each rank keeps its own log.
     assert os.path.isfile(tmp_path / "run" / "model_final.pth")
