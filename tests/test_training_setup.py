@@ -7,13 +7,14 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator
+from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2 import add_detr_panoptic_config
 from detr_panoptic_d2.data import register_panoptic_dataset
 from detr_panoptic_d2.engine import (
     PanopticSemSegEvaluator,
+    ThingsCOCOEvaluator,
     adapt_to_machine,
     build_optimizer,
     build_panoptic_evaluator,
@@ -86,12 +87,12 @@ def test_evaluators_follow_the_enabled_outputs_and_metadata(tmp_path, caplog):
     cfg.MODEL.DETR.TEST.INSTANCES_ON = True
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
     kinds = [type(e) for e in build_panoptic_evaluator(cfg, val, str(tmp_path))._evaluators]
-    assert kinds == [COCOPanopticEvaluator, COCOEvaluator, PanopticSemSegEvaluator]
+    assert kinds == [COCOPanopticEvaluator, ThingsCOCOEvaluator, PanopticSemSegEvaluator]
 
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
     with caplog.at_level(logging.INFO, logger="detr_panoptic_d2"):
         kinds = [type(e) for e in build_panoptic_evaluator(cfg, val, str(tmp_path))._evaluators]
-    assert kinds == [COCOPanopticEvaluator, COCOEvaluator]
+    assert kinds == [COCOPanopticEvaluator, ThingsCOCOEvaluator]
     assert "SEMANTIC_ON is off" in caplog.text
 
     # The same files registered without instances JSON or semantic PNGs.

@@ -69,16 +69,17 @@ class DetrOutputs:
 
 def _thing_ids(cfg):
     """Contiguous ids of thing classes, from the metadata of the first test (else train) dataset,
-    or None when no dataset is configured."""
+    or None when no dataset is configured. The dataset must be registered in the DatasetCatalog or,
+    for inference-only use, have its panoptic metadata set in the MetadataCatalog."""
     names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
     if not names:
         return None
-    if names[0] not in DatasetCatalog.list():
+    meta = MetadataCatalog.get(names[0])
+    if names[0] not in DatasetCatalog.list() and not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
         raise KeyError(
             f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered panoptic "
             f"datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
         )
-    meta = MetadataCatalog.get(names[0])
     if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
         raise ValueError(
             f"Dataset {names[0]!r} has no thing_dataset_id_to_contiguous_id metadata; DetrPanoptic needs "
