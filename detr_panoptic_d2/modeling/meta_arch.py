@@ -75,12 +75,12 @@ def _thing_ids(cfg):
     if not names:
         return None
     meta = MetadataCatalog.get(names[0])
-    if names[0] not in DatasetCatalog.list() and not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
-        raise KeyError(
-            f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered panoptic "
-            f"datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
-        )
     if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+        if names[0] not in DatasetCatalog.list():
+            raise KeyError(
+                f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered "
+                f"panoptic datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
+            )
         raise ValueError(
             f"Dataset {names[0]!r} has no thing_dataset_id_to_contiguous_id metadata; DetrPanoptic needs "
             "it to tell things from stuff (register the dataset with register_coco_panoptic)"
