@@ -31,6 +31,18 @@ def add_detr_panoptic_config(cfg):
     cfg.MODEL.DETR.POSITION_EMBEDDING = "sine"
     # Auxiliary losses on every decoder layer's output (paper: True).
     cfg.MODEL.DETR.DEEP_SUPERVISION = True
+    # Group DETR (Chen et al., ICCV 2023), training only: G > 1 runs G groups of
+    # NUM_OBJECT_QUERIES queries through the decoder, self-attention confined to each group,
+    # each group matched one-to-one to the targets and given every class and box loss
+    # (averaged over groups). Inference runs the first group alone: the deployed model, its
+    # speed and outputs are a plain DETR's, and a checkpoint trained with G loads into a
+    # config with 1 (the extra groups' queries, group_query_embed, are then ignored).
+    # 1: off (the paper's DETR). Not with FROZEN_WEIGHTS (the decoder does not train there).
+    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 1
+    # With TRAIN_QUERY_GROUPS > 1: False computes the mask losses on the first group's
+    # matched queries only (the group that is deployed); True on every group's, G times the
+    # mask head's training cost.
+    cfg.MODEL.DETR.MASK_LOSS_ALL_GROUPS = False
     # The registered Detectron2 backbone that DetrBackbone wraps (MODEL.BACKBONE.NAME must be
     # "DetrBackbone"); it is built from the same cfg, so MODEL.RESNETS.* configure the default.
     cfg.MODEL.DETR.BACKBONE = "build_resnet_backbone"

@@ -130,18 +130,24 @@ def test_builtin_splits_register_on_import_and_generate_lazily(tmp_path):
         import detr_panoptic_d2
         root = os.environ["DETECTRON2_DATASETS"]
         assert os.listdir(root) == [], os.listdir(root)
-        assert {"shapes_panoptic_train", "shapes_panoptic_val"} <= set(DatasetCatalog.list())
+        assert {"shapes_panoptic_train", "shapes_panoptic_val", "shapes_panoptic_tune"} <= set(DatasetCatalog.list())
         meta = MetadataCatalog.get("shapes_panoptic_val")
         assert meta.panoptic_json == os.path.join(root, "shapes_panoptic", "val", "panoptic.json")
         dicts = DatasetCatalog.get("shapes_panoptic_val")
         assert len(dicts) == 3
         assert os.path.isfile(meta.panoptic_json)
         assert not os.path.exists(os.path.join(root, "shapes_panoptic", "train"))
+        tune = DatasetCatalog.get("shapes_panoptic_tune")
+        assert len(tune) == 2 and tune[0]["file_name"].startswith(os.path.join(root, "shapes_panoptic", "tune"))
+        # Another draw than val (seed 2 vs 1): the first images differ.
+        with open(tune[0]["file_name"], "rb") as a, open(dicts[0]["file_name"], "rb") as b:
+            assert a.read() != b.read()
         print(sorted(d["file_name"][len(root):] for d in dicts))
     """
     env = {
         "DETECTRON2_DATASETS": str(tmp_path),
         "SHAPES_PANOPTIC_NUM_VAL": "3",
+        "SHAPES_PANOPTIC_NUM_TUNE": "2",
         "SHAPES_PANOPTIC_MIN_SIZE": "40",
         "SHAPES_PANOPTIC_MAX_SIZE": "50",
     }

@@ -105,6 +105,7 @@ class _RecordLR(HookBase):
 def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_path):
     train, _ = tiny_shapes
     cfg = tiny_training_cfg(train, None, tmp_path, max_iter=6)
+    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 3  # the training-only queries are saved and restored too
     cfg.SOLVER.BASE_LR = 1e-3
     cfg.SOLVER.STEPS = (4,)
     cfg.SOLVER.CHECKPOINT_PERIOD = 2
@@ -121,6 +122,7 @@ def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_p
     second.register_hooks([record])
     second.resume_or_load(resume=True)
     assert second.start_iter == 4
+    assert "group_query_embed.weight" in saved["model"]
     for name, value in second.model.state_dict().items():
         assert torch.equal(value, saved["model"][name]), name
     second.train()
@@ -167,6 +169,8 @@ def test_two_process_ddp_on_cpu(tiny_shapes, tiny_shapes_root, tmp_path, frozen_
         box_cfg = tiny_training_cfg(*tiny_shapes, tmp_path, mask_on=False)
         DetectionCheckpointer(build_model(box_cfg), save_dir=str(tmp_path)).save("boxes")
         cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
+    else:
+        cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 3
     cfg.SOLVER.IMS_PER_BATCH = 4
     cfg.MODEL.DETR.TEST.INSTANCES_ON = False
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False

@@ -55,7 +55,9 @@ def build_optimizer(cfg, model):
     if not params:
         raise ValueError("The model has no parameter that requires a gradient: nothing to train")
     optimizer_cls = OPTIMIZERS[name]
-    kwargs = {"momentum": solver.MOMENTUM, "nesterov": solver.NESTEROV} if name == "SGD" else {}
+    # AdamW's fused kernel (one pass over all tensors) does the same update as the default
+    # per-tensor loop, about 5x faster on the CPU for the shapes model (README, Training speed).
+    kwargs = {"momentum": solver.MOMENTUM, "nesterov": solver.NESTEROV} if name == "SGD" else {"fused": True}
     clip = solver.CLIP_GRADIENTS
     if clip.ENABLED and clip.CLIP_TYPE == "full_model":
         optimizer_cls = with_full_model_clipping(optimizer_cls, clip.CLIP_VALUE, clip.NORM_TYPE)

@@ -5,12 +5,18 @@ Classification: cross-entropy over K+1 classes on all N queries (unmatched ones 
 focal + dice on matched pairs, with the predicted stride-4 logits upsampled to the padded
 image size. Box and mask sums are divided by the number of target segments in the whole
 batch, averaged over workers.
+
+With query groups (Group DETR) each group of an image is matched on its own and the class and
+box losses are averaged over the groups: group g of image b is treated as image b*G + g with
+its own copy of b's targets, normalized by G times the number of target segments (the class
+loss's weighted mean averages over groups by itself: every group has the same matched targets,
+hence the same total weight).
 """
 import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 from torch import nn
-from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
 
 def dice_loss(logits, targets, num_boxes):
@@ -24,6 +30,11 @@ def dice_loss(logits, targets, num_boxes):
 def focal_loss(logits, targets, num_boxes, alpha, gamma):
     """logits, targets: T x P. Per-mask mean of torchvision's sigmoid focal loss, summed, / num_boxes."""
     return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma).mean(1).sum() / num_boxes
+
+
+def groups_as_images(x, groups):
+    """x: B x (G*N) x ... -> (B*G) x N x ...: query group g of image b becomes image b*G + g."""
+    return x.reshape(x.shape[0] * groups, x.shape[1] // groups, *x.shape[2:])
 
 
 def matched_pairs(indices):
@@ -82,14 +93,20 @@ class SetCriterion(nn.Module):
         src = boxes[matched_pairs(indices)].float()
         tgt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).float()
         l1 = F.l1_loss(src, tgt, reduction="sum") / num_boxes
-        giou = torch.diag(
-            generalized_box_iou(box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"))
+        # Pairwise over matched pairs; eps=0 keeps DETR's exact GIoU.
+        giou = generalized_box_iou_loss(
+            box_convert(src, "cxcywh", "xyxy"), box_convert(tgt, "cxcywh", "xyxy"), "sum", eps=0.0
         )
-        return l1, (1 - giou).sum() / num_boxes
+        return l1, giou / num_boxes
 
-    def layer_losses(self, logits, boxes, targets, num_boxes, suffix=""):
-        """Class and box losses of one decoder layer; returns (indices, weighted loss dict)."""
-        indices = self.matcher(logits, boxes, targets)
+    def layer_losses(self, logits, boxes, targets, num_boxes, suffix="", groups=1):
+        """Class and box losses of one decoder layer. logits: B x (G*N) x (K+1), boxes:
+        B x (G*N) x 4 for ``groups`` = G query groups (see the module docstring).
+        Returns (indices, weighted loss dict); indices as the matcher's, B*G pairs."""
+        indices = self.matcher(logits, boxes, targets, groups)
+        logits, boxes = groups_as_images(logits, groups), groups_as_images(boxes, groups)
+        targets = [t for t in targets for _ in range(groups)]
+        num_boxes = num_boxes * groups
         l1, giou = self.box_losses(boxes, targets, indices, num_boxes)
         losses = {
             "loss_ce" + suffix: self.class_weight * self.class_loss(logits, targets, indices),

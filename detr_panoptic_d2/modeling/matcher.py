@@ -1,6 +1,7 @@
 """Hungarian matching of predictions to ground-truth segments (training only).
 
-Each image's N predictions are matched one-to-one to its targets by minimizing
+Each image's N predictions (or each of its query groups, with Group DETR) are matched
+one-to-one to its targets by minimizing
 cost_class * (-p(target class)) + cost_l1 * L1(boxes) + cost_giou * (-GIoU(boxes)),
 solved exactly with scipy's ``linear_sum_assignment``.
 """
@@ -41,9 +42,13 @@ class HungarianMatcher(nn.Module):
         sizes = [len(t["labels"]) for t in targets]
         return [c[i] for i, c in enumerate(cost.split(sizes, -1))]
 
-    def forward(self, pred_logits, pred_boxes, targets):
-        """Returns a list of B pairs (pred_idx, tgt_idx), int64 tensors of length min(N, n_i)."""
+    def forward(self, pred_logits, pred_boxes, targets, groups=1):
+        """Arguments as ``cost_matrices``; the N queries of an image form ``groups`` consecutive
+        groups of N / groups, each matched to all the image's targets on its own.
+        Returns a list of B * groups pairs (pred_idx within the group, tgt_idx), int64 tensors
+        of length min(N / groups, n_i); group g of image b is at b * groups + g."""
         return [
-            tuple(torch.as_tensor(i, dtype=torch.int64) for i in linear_sum_assignment(c))
+            tuple(torch.as_tensor(i, dtype=torch.int64) for i in linear_sum_assignment(group_cost))
             for c in self.cost_matrices(pred_logits, pred_boxes, targets)
+            for group_cost in c.split(c.shape[0] // groups)
         ]

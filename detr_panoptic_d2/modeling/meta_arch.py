@@ -5,12 +5,14 @@ An image goes through (see DESIGN.md, "The pipeline, step by step"):
 1. ``backbone`` (DetrBackbone): res2..res5, padding masks, positional encoding of res5;
 2. ``input_proj``: 1x1 conv of res5 to the transformer width d;
 3. ``transformer.encoder``: the **encoded image** (memory), d x H/32 x W/32;
-4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer;
+4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer (in
+   training with query groups, G x N: Group DETR, each group matched and supervised alone);
 5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h);
 6-7. ``mask_head``: attention maps of the box embeddings over the encoded image, then the
    FPN-style head -> mask logits at stride 4, only for the queries whose masks are used;
 8. ``postprocessing``: argmax over the kept queries' masks -> the panoptic map.
 """
+import logging
 from dataclasses import dataclass
 from typing import Dict, List
 
@@ -25,7 +27,7 @@ from torchvision.ops import box_convert
 
 from ..checkpoint.safe_load import load_model_state
 from . import postprocessing
-from .criterion import SetCriterion, matched_pairs
+from .criterion import SetCriterion
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
 from .transformer import Transformer
@@ -95,6 +97,21 @@ def _thing_ids(cfg):
     return sorted(meta.thing_dataset_id_to_contiguous_id.values())
 
 
+# State-dict prefix of the training-only queries of groups 2..G.
+GROUP_QUERIES = "group_query_embed"
+
+
+def _drop_unused_group_queries(model, state_dict, prefix, *args):
+    """Load-state-dict pre-hook: a checkpoint trained with query groups loads into a model
+    without them (TRAIN_QUERY_GROUPS 1), which needs only the first group (query_embed)."""
+    key = prefix + GROUP_QUERIES + ".weight"
+    if model.group_query_embed is None and key in state_dict:
+        del state_dict[key]
+        logging.getLogger(__name__).info(
+            "Checkpoint has training-only query groups (%s); this model uses the first group only", key
+        )
+
+
 def _shorten(items, limit=10):
     return str(items[:limit])[:-1] + (f", ... {len(items) - limit} more]" if len(items) > limit else "]")
 
@@ -115,6 +132,8 @@ class DetrPanoptic(nn.Module):
         pixel_mean,
         pixel_std,
         deep_supervision=True,
+        train_query_groups=1,
+        mask_loss_all_groups=False,
         frozen_weights="",
         all_queries=False,
         thing_ids=None,
@@ -133,6 +152,20 @@ class DetrPanoptic(nn.Module):
         self.input_proj = nn.Conv2d(backbone.output_shape()[in_feature].channels, hidden_dim, 1)
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        if train_query_groups < 1:
+            raise ValueError(f"MODEL.DETR.TRAIN_QUERY_GROUPS must be >= 1, got {train_query_groups}")
+        if train_query_groups > 1 and frozen_weights:
+            raise ValueError(
+                "MODEL.DETR.TRAIN_QUERY_GROUPS > 1 with MODEL.DETR.FROZEN_WEIGHTS: query groups train the "
+                "decoder, which a frozen detector does not; set TRAIN_QUERY_GROUPS 1 for the mask stage"
+            )
+        # Object queries of groups 2..G, used in training only (Group DETR): inference, the
+        # converters and the exporter see query_embed alone, DETR's layout.
+        self.group_query_embed = (
+            nn.Embedding((train_query_groups - 1) * num_queries, hidden_dim) if train_query_groups > 1 else None
+        )
+        self.register_load_state_dict_pre_hook(_drop_unused_group_queries)
+        self.mask_loss_all_groups = mask_loss_all_groups
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         self.mask_head = mask_head
@@ -206,6 +239,8 @@ class DetrPanoptic(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "deep_supervision": d.DEEP_SUPERVISION,
+            "train_query_groups": d.TRAIN_QUERY_GROUPS,
+            "mask_loss_all_groups": d.MASK_LOSS_ALL_GROUPS,
             "frozen_weights": d.FROZEN_WEIGHTS,
             "all_queries": d.MASK_HEAD.ALL_QUERIES,
             "thing_ids": _thing_ids(cfg),
@@ -240,7 +275,8 @@ class DetrPanoptic(nn.Module):
     def freeze_detector(self, path):
         """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
         own = {k: v for k, v in self.state_dict().items() if not k.startswith("mask_head.")}
-        state = {k: v for k, v in load_model_state(path).items() if not k.startswith("mask_head.")}
+        unused = ("mask_head.", GROUP_QUERIES + ".")  # a stage 1 trained with query groups fits
+        state = {k: v for k, v in load_model_state(path).items() if not k.startswith(unused)}
         missing = sorted(own.keys() - state.keys())
         unexpected = sorted(state.keys() - own.keys())
         mismatched = sorted(
@@ -267,12 +303,22 @@ class DetrPanoptic(nn.Module):
             m[:h, :w] = False
         return images, mask
 
+    def object_queries(self):
+        """The decoder's object queries, G*N x d: query_embed (N x d), followed in training with
+        TRAIN_QUERY_GROUPS G > 1 by the queries of groups 2..G."""
+        if self.training and self.group_query_embed is not None:
+            return torch.cat([self.query_embed.weight, self.group_query_embed.weight])
+        return self.query_embed.weight
+
     def detect(self, images, padding_mask):
-        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs."""
+        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs
+        with G*N queries (G = 1 in inference)."""
         feats = self.backbone(images, padding_mask)
         projected = self.input_proj(feats.features[self.in_feature])
         memory_mask = feats.masks[self.in_feature]
-        box_embeddings, memory = self.transformer(projected, memory_mask, self.query_embed.weight, feats.pos)
+        queries = self.object_queries()
+        groups = len(queries) // self.query_embed.num_embeddings
+        box_embeddings, memory = self.transformer(projected, memory_mask, queries, feats.pos, groups)
         return DetrOutputs(
             logits=self.class_embed(box_embeddings),
             boxes=self.bbox_embed(box_embeddings).sigmoid(),
@@ -319,24 +365,38 @@ class DetrPanoptic(nn.Module):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def losses(self, batched_inputs, images, padding_mask):
+        """The weighted loss dict of a batch. With G query groups, each group is matched to the
+        targets on its own and gets every class and box loss; the losses are averaged over the
+        groups. Mask losses cover the first group's matches (all groups' with
+        MASK_LOSS_ALL_GROUPS)."""
         targets = self.prepare_targets(batched_inputs, images)
         with torch.set_grad_enabled(not self.frozen_detector):
             out = self.detect(images.tensor, padding_mask)
         num_boxes = self.criterion.num_boxes(targets, self.device)
+        groups = out.logits.shape[2] // self.query_embed.num_embeddings
         losses = {}
         if self.frozen_detector:
             indices = self.criterion.matcher(out.logits[-1], out.boxes[-1], targets)
         else:
-            indices, losses = self.criterion.layer_losses(out.logits[-1], out.boxes[-1], targets, num_boxes)
+            indices, losses = self.criterion.layer_losses(
+                out.logits[-1], out.boxes[-1], targets, num_boxes, groups=groups
+            )
             if self.deep_supervision:
                 for i in range(len(out.logits) - 1):
-                    _, aux = self.criterion.layer_losses(out.logits[i], out.boxes[i], targets, num_boxes, f"_{i}")
+                    _, aux = self.criterion.layer_losses(
+                        out.logits[i], out.boxes[i], targets, num_boxes, f"_{i}", groups
+                    )
                     losses.update(aux)
         if self.mask_head is not None:
-            batch_idx, query_idx = matched_pairs(indices)
+            # indices[k]: group k % G of image k // G, query numbers within the group.
+            supervised = range(len(indices)) if self.mask_loss_all_groups else range(0, len(indices), groups)
+            n = self.query_embed.num_embeddings
+            batch_idx = torch.cat([torch.full_like(indices[k][0], k // groups) for k in supervised])
+            query_idx = torch.cat([indices[k][0] + (k % groups) * n for k in supervised])
             mask_logits = self.segment(out, batch_idx.to(self.device), query_idx.to(self.device))
-            target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
-            losses.update(self.criterion.mask_losses(mask_logits, target_masks, num_boxes))
+            target_masks = torch.cat([targets[k // groups]["masks"][indices[k][1]] for k in supervised])
+            norm = num_boxes * (groups if self.mask_loss_all_groups else 1)
+            losses.update(self.criterion.mask_losses(mask_logits, target_masks, norm))
         return losses
 
     def prepare_targets(self, batched_inputs, images):

@@ -74,12 +74,13 @@ class TransformerDecoderLayer(_ResidualLayer):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, tgt, query_pos, memory, pos, memory_padding_mask):
-        """tgt, query_pos: B x N x d; memory, pos: B x hw x d; memory_padding_mask: B x hw.
-        Returns B x N x d."""
+    def forward(self, tgt, query_pos, memory, pos, memory_padding_mask, self_attn_mask=None):
+        """tgt, query_pos: B x N x d; memory, pos: B x hw x d; memory_padding_mask: B x hw;
+        self_attn_mask: N x N bool, True where query i may not attend to query j (None: all
+        attend to all). Returns B x N x d."""
 
         def self_attend(x):
-            return self.self_attn(x + query_pos, x + query_pos, x, need_weights=False)[0]
+            return self.self_attn(x + query_pos, x + query_pos, x, attn_mask=self_attn_mask, need_weights=False)[0]
 
         def cross_attend(x):
             return self.cross_attn(
@@ -114,15 +115,27 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = nn.LayerNorm(layer.norm1.normalized_shape)
 
-    def forward(self, query_pos, memory, pos, memory_padding_mask):
-        """query_pos: B x N x d (the learned object queries); memory, pos: B x hw x d.
+    def forward(self, query_pos, memory, pos, memory_padding_mask, self_attn_mask=None):
+        """query_pos: B x N x d (the learned object queries); memory, pos: B x hw x d;
+        self_attn_mask: see TransformerDecoderLayer.
         Returns the **box embeddings** of every layer, L x B x N x d."""
         tgt = torch.zeros_like(query_pos)
         outputs = []
         for layer in self.layers:
-            tgt = layer(tgt, query_pos, memory, pos, memory_padding_mask)
+            tgt = layer(tgt, query_pos, memory, pos, memory_padding_mask, self_attn_mask)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
+
+
+def group_attention_mask(num_queries, groups, device=None):
+    """num_queries x num_queries bool mask, True between queries of different groups (the
+    queries being ``groups`` consecutive groups of equal size); None when ``groups`` is 1."""
+    if groups == 1:
+        return None
+    if num_queries % groups:
+        raise ValueError(f"{num_queries} queries cannot be split into {groups} groups of equal size")
+    group = torch.arange(num_queries, device=device) // (num_queries // groups)
+    return group[:, None] != group[None, :]
 
 
 class Transformer(nn.Module):
@@ -148,9 +161,12 @@ class Transformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, padding_mask, query_embed, pos):
+    def forward(self, src, padding_mask, query_embed, pos, query_groups=1):
         """src: B x d x h x w projected features; padding_mask: B x h x w bool;
         query_embed: N x d object queries; pos: B x d x h x w positional encoding.
+        query_groups: G > 1 splits the N queries into G consecutive groups of N / G whose
+        decoder self-attention is confined to their own group (Group DETR), so that each group
+        is an independent DETR decoding the same encoded image.
 
         Returns (box_embeddings L x B x N x d, memory B x d x h x w).
         """
@@ -160,5 +176,5 @@ class Transformer(nn.Module):
         mask = padding_mask.flatten(1)
         query_pos = query_embed[None].expand(b, -1, -1)
         memory = self.encoder(src, pos, mask)
-        box_embeddings = self.decoder(query_pos, memory, pos, mask)
+        box_embeddings = self.decoder(query_pos, memory, pos, mask, group_attention_mask(len(query_embed), query_groups, src.device))
         return box_embeddings, memory.transpose(1, 2).reshape(b, d, h, w)

@@ -1,0 +1,104 @@
+"""Training-only query groups (Group DETR, MODEL.DETR.TRAIN_QUERY_GROUPS): each group is an
+independent DETR in training, and inference is a plain DETR's."""
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
+
+from .helpers import make_input, register_tiny_panoptic_metadata, tiny_cfg
+
+N = 10  # tiny_cfg's NUM_OBJECT_QUERIES
+
+
+def _model(groups, mask_loss_all_groups=False, seed=0):
+    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
+    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = groups
+    cfg.MODEL.DETR.MASK_LOSS_ALL_GROUPS = mask_loss_all_groups
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = True
+    cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+def _inputs():
+    return [make_input(64, 96, (0, 2, 4), seed=1), make_input(80, 64, (1, 3), seed=2)]
+
+
+@pytest.mark.parametrize("mask_loss_all_groups", [False, True], ids=["masks_first_group", "masks_all_groups"])
+def test_losses_are_the_mean_over_groups_of_independent_detrs(mask_loss_all_groups):
+    """Oracle: each group's queries alone in a plain (G = 1) DETR with the same weights; its
+    losses, matched on its own, averaged over the groups, are the G-group model's."""
+    grouped = _model(3, mask_loss_all_groups).train()
+    losses = grouped(_inputs())
+    queries = torch.cat([grouped.query_embed.weight, grouped.group_query_embed.weight]).detach()
+    single = _model(1).train()
+    single.load_state_dict(grouped.state_dict())
+    per_group = []
+    for g in range(3):
+        with torch.no_grad():
+            single.query_embed.weight.copy_(queries[g * N : (g + 1) * N])
+        per_group.append({k: v.item() for k, v in single(_inputs()).items()})
+    assert losses.keys() == per_group[0].keys()
+    for name, value in losses.items():
+        if name in ("loss_mask", "loss_dice") and not mask_loss_all_groups:
+            expected = per_group[0][name]
+        else:
+            expected = sum(p[name] for p in per_group) / 3
+        assert value.item() == pytest.approx(expected, rel=1e-5), name
+    # The groups really differ (else the mean would be any group's).
+    assert per_group[0]["loss_giou"] != pytest.approx(per_group[1]["loss_giou"], rel=1e-3)
+
+
+def test_a_group_gets_no_gradient_from_another_groups_losses():
+    model = _model(3).train()
+    inputs = _inputs()
+    images, padding_mask = model.preprocess_image(inputs)
+    targets = model.prepare_targets(inputs, images)
+    out = model.detect(images.tensor, padding_mask)
+    assert out.logits.shape[2] == 3 * N
+    first = slice(0, N)
+    loss = 0
+    for logits, boxes in zip(out.logits, out.boxes):  # every decoder layer, as with aux losses
+        _, layer = model.criterion.layer_losses(logits[:, first], boxes[:, first], targets, 5.0)
+        loss = loss + sum(layer.values())
+    loss.backward()
+    group_grad = model.group_query_embed.weight.grad
+    assert group_grad is not None and torch.count_nonzero(group_grad) == 0
+    assert torch.count_nonzero(model.query_embed.weight.grad) > 0
+
+
+def test_checkpoint_trained_with_groups_infers_identically_with_one_group(tmp_path):
+    grouped = _model(3, seed=1)
+    with torch.no_grad():
+        grouped.class_embed.bias[-1] = -10.0  # every query predicts a class: masks are merged
+    DetrCheckpointer(grouped, save_dir=str(tmp_path)).save("grouped")
+    plain = _model(1, seed=2)
+    DetrCheckpointer(plain).load_complete(str(tmp_path / "grouped.pth"))
+    assert plain.group_query_embed is None
+    grouped.object_score_thresh = plain.object_score_thresh = 0.0  # keep every query
+    images = [make_input(64, 96, seed=3, with_targets=False), make_input(96, 80, seed=4, with_targets=False)]
+    with torch.no_grad():
+        a, b = grouped.eval()(images), plain.eval()(images)
+    for ra, rb in zip(a, b):
+        assert torch.equal(ra["panoptic_seg"][0], rb["panoptic_seg"][0])
+        assert ra["panoptic_seg"][1] == rb["panoptic_seg"][1] and len(ra["panoptic_seg"][1]) > 0
+        assert torch.equal(ra["sem_seg"], rb["sem_seg"])
+        assert torch.equal(ra["instances"].scores, rb["instances"].scores)
+        assert torch.equal(ra["instances"].pred_masks, rb["instances"].pred_masks)
+        assert len(ra["instances"]) <= N
+
+
+def test_stage_two_refuses_groups_and_accepts_a_stage_one_trained_with_them(tmp_path):
+    DetrCheckpointer(_model(3), save_dir=str(tmp_path)).save("boxes")
+    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
+    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
+    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 2
+    with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS > 1 with MODEL.DETR.FROZEN_WEIGHTS"):
+        build_model(cfg)
+    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 1
+    model = build_model(cfg)
+    assert not any(p.requires_grad for _, p in model.detector_parameters())
+    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 0
+    with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS must be >= 1, got 0"):
+        build_model(cfg)
