@@ -14,12 +14,28 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_model
+from panopticapi.utils import rgb2id
+from PIL import Image
 
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.engine import DetrTrainer
 from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries, separate_query_masks_
 from detr_panoptic_d2.export import OPSET, ExportedPredictor, OnnxPanopticModel, export_onnx
+from detr_panoptic_d2.tool_setup import setup_inference_cfg
 
-from .helpers import make_input, register_tiny_panoptic_metadata, tiny_cfg
+from .helpers import (
+    load_tool,
+    make_input,
+    model_from_config_file,
+    register_tiny_panoptic_metadata,
+    tiny_cfg,
+    tiny_training_cfg,
+    write_cfg,
+    write_image,
+    write_tiny_panoptic_model,
+)
 
 # (H, W): landscape, wide, portrait, and two smaller than the backbone's stride (32) in height.
 SIZES = [(96, 128), (64, 200), (150, 60), (24, 90), (16, 70)]
@@ -169,3 +185,94 @@ def test_an_image_of_another_channel_count_is_named(exported):
             predictor(image)
     with pytest.raises(ValueError, match=rf"{path} takes 3 x H x W images \(RGB\), got an array of shape \(1, 40, 50\)"):
         predictor.model([{"image": torch.zeros(1, 40, 50, dtype=torch.uint8)}])
+
+
+@pytest.mark.slow
+def test_r50_at_800x1066_gives_the_pytorch_panoptic_output(tmp_path):
+    """The COCO R50 config with random weights, 15 kept queries, DETR's test size."""
+    torch.manual_seed(0)
+    cfg, model = model_from_config_file("configs/coco/detr_R50_panoptic.yaml")
+    x = make_input(800, 1066, with_targets=False)
+    separate_query_masks_(model, [x["image"]])
+    calibrate_kept_queries(model, [x], 15)
+    runtime = OnnxPanopticModel(export_onnx(cfg, model, str(tmp_path)), cfg)
+    expected = _pytorch(model, x)
+    assert len(expected[1]) >= 5
+    assert_same_panoptic(expected, runtime([x])[0]["panoptic_seg"])
+
+
+def _separated_tiny_model_files(folder, images):
+    """write_tiny_panoptic_model's config and weights, with masks separated on ``images``
+    (paths; the config's test-time resize must leave them unchanged)."""
+    config, weights = write_tiny_panoptic_model(folder)
+    cfg = setup_inference_cfg(config, ["MODEL.WEIGHTS", weights])
+    model = build_model(cfg)
+    DetrCheckpointer(model).load_complete(weights)
+    pixels = [torch.from_numpy(read_image(p, format=cfg.INPUT.FORMAT).transpose(2, 0, 1).copy()) for p in images]
+    separate_query_masks_(model, pixels, class_spread=3.0)
+    with torch.no_grad():  # every query predicts a real class
+        model.class_embed.weight[-1] = 0.0
+        model.class_embed.bias[-1] = -10.0
+    torch.save({"model": model.state_dict()}, weights)
+    return config, weights
+
+
+def test_demo_with_onnx_writes_the_pytorch_demo_files(tmp_path):
+    """tools/export_model.py, then tools/demo.py with and without --onnx on generated photos:
+    the same COCO-panoptic PNGs (>= 99.9% of pixels) and segments."""
+    (tmp_path / "images").mkdir()
+    sizes = {"street": (96, 140), "field": (150, 96), "beach": (96, 96)}  # unchanged by the 96..160 resize
+    paths = [write_image(tmp_path / "images" / f"{n}.png", h, w, seed=i) for i, (n, (h, w)) in enumerate(sizes.items())]
+    config, weights = _separated_tiny_model_files(tmp_path, paths)
+    export_tool = load_tool("export_model")
+    assert export_tool.main(["--config-file", config, "--format", "onnx", "--output", str(tmp_path / "exported"),
+                             "MODEL.WEIGHTS", weights]) == 0
+    demo = load_tool("demo")
+    common = ["--config-file", config, "--input", str(tmp_path / "images"), "--save-coco-panoptic",
+              "--confidence-threshold", "0.0"]
+    assert demo.main(common + ["--output", str(tmp_path / "torch"), "--opts", "MODEL.WEIGHTS", weights]) == 0
+    assert demo.main(common + ["--output", str(tmp_path / "onnx"), "--onnx", str(tmp_path / "exported" / "model.onnx")]) == 0
+
+    def segments(folder):
+        with open(tmp_path / folder / "coco_panoptic.json") as f:
+            return {a["image_id"]: a["segments_info"] for a in json.load(f)["annotations"]}
+
+    expected, actual = segments("torch"), segments("onnx")
+    assert sorted(expected) == sorted(sizes)
+    for name in sizes:
+        assert len(expected[name]) >= 2
+        assert [(s["id"], s["category_id"]) for s in expected[name]] == [(s["id"], s["category_id"]) for s in actual[name]]
+        ids = [rgb2id(np.asarray(Image.open(tmp_path / d / "coco_panoptic" / f"{name}.png").convert("RGB")))
+               for d in ("torch", "onnx")]
+        assert (ids[0] == ids[1]).mean() >= 0.999
+
+
+def test_train_net_evaluates_an_onnx_model_as_the_pytorch_model(tiny_shapes, tmp_path):
+    """tools/train_net.py --eval-only --onnx: COCOPanopticEvaluator gets the same segments and
+    gives the same PQ for the export as for the PyTorch model on the same split."""
+    train, val = tiny_shapes
+    cfg = tiny_training_cfg(train, val, tmp_path / "torch")
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
+    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    inputs = [x for batch in DetrTrainer.build_test_loader(cfg, val) for x in batch]
+    separate_query_masks_(model, [x["image"] for x in inputs], class_spread=3.0)
+    with torch.no_grad():
+        model.class_embed.weight[-1] = 0.0
+        model.class_embed.bias[-1] = -10.0
+    expected = DetrTrainer.test(cfg, model)["panoptic_seg"]
+    path = export_onnx(cfg, model, str(tmp_path / "exported"))
+    config = write_cfg(cfg, tmp_path / "config.yaml")
+    train_net = load_tool("train_net")
+    args = ["--config-file", config, "--eval-only", "--onnx", path, "OUTPUT_DIR", str(tmp_path / "onnx")]
+    assert train_net.main(train_net.parse_args(args))["panoptic_seg"] == pytest.approx(expected, abs=0.5)
+
+    def segments(run):
+        with open(tmp_path / run / "inference" / val / "predictions.json") as f:
+            annotations = json.load(f)["annotations"]
+        return {a["image_id"]: [(s["id"], s["category_id"]) for s in a["segments_info"]] for a in annotations}
+
+    expected_segments = segments("torch")
+    assert len(expected_segments) == 4 and all(len(s) >= 2 for s in expected_segments.values())
+    assert segments("onnx") == expected_segments

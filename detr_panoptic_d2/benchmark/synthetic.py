@@ -124,7 +124,7 @@ def recentre_on_queries_(embeddings, linears, spread):
 
 
 @torch.no_grad()
-def separate_query_masks_(model, images, spread=1.0, gain=1e5):
+def separate_query_masks_(model, images, spread=1.0, gain=1e5, class_spread=None):
     """Rewrites the mask head of ``model`` (DetrMaskHead, in place) so that the queries' masks
     differ on ``images`` (C x H x W uint8 tensors, one forward each), as a trained model's do.
 
@@ -133,11 +133,15 @@ def separate_query_masks_(model, images, spread=1.0, gain=1e5):
     runtimes (or two kernels) legitimately disagree. The attention map's query projection is
     re-centred on these embeddings (broad maps, ``spread``) and the first mask-head layer's
     weights on the attention-map channels are multiplied by ``gain``, so the maps shape the masks.
-    Box embeddings, classes and boxes are unchanged."""
+    With ``class_spread`` the class head is re-centred likewise (queries then predict various
+    classes); else classes are unchanged, as are box embeddings and boxes."""
     model.eval()
     embeddings = [
         model.detect(((image.float() - model.pixel_mean) / model.pixel_std)[None], None).box_embeddings[-1, 0]
         for image in images
     ]
-    recentre_on_queries_(torch.cat(embeddings), [model.mask_head.attention_map.q_linear], spread)
+    embeddings = torch.cat(embeddings)
+    recentre_on_queries_(embeddings, [model.mask_head.attention_map.q_linear], spread)
+    if class_spread is not None:
+        recentre_on_queries_(embeddings, [model.class_embed], class_spread)
     model.mask_head.fpn.lay1[0].weight[:, model.transformer.d_model :].mul_(gain)
