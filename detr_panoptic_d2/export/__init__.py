@@ -13,4 +13,12 @@ from .onnx_export import OPSET, export_onnx
 from .predictor import ExportedPredictor
 from .runtime import OnnxPanopticModel
 
-__all__ = ["OPSET", "ExportedPredictor", "OnnxPanopticModel", "PanopticGraph", "check_fits", "export_metadata", "export_onnx"]
+__all__ = [
+    "OPSET",
+    "ExportedPredictor",
+    "OnnxPanopticModel",
+    "PanopticGraph",
+    "check_fits",
+    "export_metadata",
+    "export_onnx",
+]

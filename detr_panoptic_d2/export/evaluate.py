@@ -15,7 +15,9 @@ def evaluate_exported(cfg, path):
     cfg = cfg.clone()
     cfg.defrost()
     if cfg.MODEL.DETR.TEST.INSTANCES_ON or cfg.MODEL.DETR.TEST.SEMANTIC_ON:
-        logger.warning(f"{path}: an exported model gives panoptic output only; skipping the instance and semantic evaluators")
+        logger.warning(
+            f"{path}: an exported model gives panoptic output only; skipping the instance and semantic evaluators"
+        )
     cfg.MODEL.DETR.TEST.INSTANCES_ON = False
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
     cfg.freeze()

@@ -8,7 +8,6 @@ PyTorch model calls, merges them. Detectron2's ``inference_on_dataset`` and the 
 take it as they take the model.
 """
 import json
-import logging
 import os
 
 import numpy as np
@@ -16,8 +15,6 @@ import torch
 
 from ..modeling import postprocessing
 from .metadata import METADATA_KEY, check_fits
-
-logger = logging.getLogger(__name__)
 
 
 def _session(path, threads):
