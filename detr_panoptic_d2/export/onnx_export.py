@@ -15,12 +15,8 @@ from .graph import INPUT_NAMES, OUTPUT_NAMES, PanopticGraph
 from .metadata import METADATA_KEY, export_metadata
 
 OPSET = 17
-DYNAMIC_AXES = {
-    "image": {1: "height", 2: "width"},
-    "queries": {0: "rows"},
-    "valid": {0: "rows"},
-    "mask_logits": {0: "rows", 1: "mask_height", 2: "mask_width"},
-}
+# The outputs' sizes follow from these (and from NonZero's count) by ONNX shape inference.
+DYNAMIC_AXES = {"image": {1: "height", 2: "width"}}
 
 
 def export_onnx(cfg, model, output_dir, top_k=None, example_size=(96, 128)):
@@ -35,16 +31,16 @@ def export_onnx(cfg, model, output_dir, top_k=None, example_size=(96, 128)):
     graph = PanopticGraph(model, top_k)
     metadata = export_metadata(cfg, model, top_k)
     channels = metadata["input"]["channels"]
-    image = torch.randint(0, 256, (channels, *example_size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (channels, *example_size), dtype=torch.uint8, generator=generator)
     threshold = torch.tensor(float(cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH))
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "model.onnx")
-    axes = {k: v for k, v in DYNAMIC_AXES.items() if top_k is None or k == "image"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values: none reaches the graph
         torch.onnx.export(
             graph, (image, threshold), path, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
-            dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+            dynamic_axes=DYNAMIC_AXES, opset_version=OPSET, dynamo=False,
         )
     proto = onnx.load(path)
     entry = proto.metadata_props.add()
