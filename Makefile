@@ -43,7 +43,7 @@ else
 	$(PIP) uninstall -q -y panopticapi-lite 2>/dev/null || true
 	$(PIP) install -q --no-deps 'git+https://github.com/cocodataset/panopticapi.git'
 endif
-	$(PIP) install -q $(CONSTRAINTS) -e '.[test]'
+	$(PIP) install -q $(CONSTRAINTS) -e '.[test,export]'
 	$(PY) -m detr_panoptic_d2.env
 	touch $@
 

@@ -35,6 +35,12 @@ setup(
             # HuggingFace's DetrForSegmentation is the numerical reference in the parity tests.
             "transformers>=4.40",
         ],
+        # tools/export_model.py, onnxruntime inference (detr_panoptic_d2/export); the tests use them too.
+        "export": [
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "onnxscript>=0.1",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",

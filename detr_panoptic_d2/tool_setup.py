@@ -18,9 +18,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
 
 
-def add_inference_arguments(parser, output_help):
+def add_inference_arguments(parser, output_help, exported=True):
     """Adds the options both inference tools take, in the manner of Detectron2's demo:
-    --config-file, --input, --output, --confidence-threshold, --opts."""
+    --config-file, --input, --output, --confidence-threshold, --opts, and with ``exported``
+    --onnx (an exported model run by onnxruntime instead of the PyTorch model)."""
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
     parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
     parser.add_argument("--output", required=True, help=output_help)
@@ -31,6 +32,12 @@ def add_inference_arguments(parser, output_help):
         help="keep queries whose best class probability exceeds this (MODEL.DETR.TEST.OBJECT_SCORE_THRESH; "
         "default: the config's, 0.85 as in the paper)",
     )
+    if exported:
+        parser.add_argument(
+            "--onnx", metavar="FILE", default=None,
+            help="run this model.onnx (tools/export_model.py, from the same config) with onnxruntime instead of "
+            "the PyTorch model (MODEL.WEIGHTS is then not read)",
+        )
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
     return parser
 
@@ -61,10 +68,15 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     return cfg
 
 
-def build_predictor(cfg):
+def build_predictor(cfg, onnx=None):
     """Detectron2's DefaultPredictor (model in eval mode, test-time resize, INPUT.FORMAT handled)
     with MODEL.WEIGHTS loaded by DetrCheckpointer (safe loading; every weight must fit), and the
-    metadata of DATASETS.TEST[0]."""
+    metadata of DATASETS.TEST[0]. With ``onnx`` (a model.onnx path), an ExportedPredictor of
+    that file instead: the same call and results, from onnxruntime."""
+    if onnx:
+        from .export import ExportedPredictor
+
+        return ExportedPredictor(cfg, onnx), MetadataCatalog.get(cfg.DATASETS.TEST[0])
     unloaded = cfg.clone()
     unloaded.defrost()
     unloaded.MODEL.WEIGHTS = ""
@@ -104,6 +116,6 @@ def start_inference_tool(args):
     setup_logger(name="detr_panoptic_d2")
     cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
     paths = list_images(args.input)
-    predictor, metadata = build_predictor(cfg)
+    predictor, metadata = build_predictor(cfg, getattr(args, "onnx", None))
     os.makedirs(args.output, exist_ok=True)
     return paths, predictor, metadata

@@ -12,6 +12,8 @@ from torch import nn
 from transformers import DetrConfig, DetrForObjectDetection, DetrForSegmentation, ResNetConfig
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
+from detr_panoptic_d2.benchmark.mask_separation import recentre_on_queries_
+
 
 def tiny_hf_detr(num_labels=5, masks=True, seed=0, bottleneck=False, position_embedding="sine"):
     """A random DetrForSegmentation (or DetrForObjectDetection when ``masks`` is False) of the
@@ -84,12 +86,8 @@ def separate_queries_(model, pixel_values, pixel_mask, spread=3.0):
     the attention-map channels are scaled up so the maps shape the masks. Only weights change:
     the model stays a valid DETR."""
     out = model(pixel_values=pixel_values, pixel_mask=pixel_mask)
-    embeddings = out.last_hidden_state.flatten(0, 1)
-    mean = embeddings.mean(0)
-    for linear in (model.detr.class_labels_classifier, model.bbox_attention.q_proj):
-        gain = spread / ((embeddings - mean) @ linear.weight.T).std()
-        linear.bias.sub_(linear.weight @ mean).mul_(gain)
-        linear.weight.mul_(gain)
+    linears = (model.detr.class_labels_classifier, model.bbox_attention.q_proj)
+    recentre_on_queries_(out.last_hidden_state.flatten(0, 1), linears, spread)
     model.mask_head.conv1.conv.weight[:, model.config.d_model :].mul_(300)
 
 

@@ -182,3 +182,4 @@ def write_cfg(cfg, path):
     with open(path, "w") as f:
         f.write(cfg.dump())
     return str(path)
+

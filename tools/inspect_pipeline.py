@@ -24,7 +24,7 @@ from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_inference_arguments(parser, output_help="folder for the pages (created if needed)")
+    add_inference_arguments(parser, output_help="folder for the pages (created if needed)", exported=False)
     return parser
 
 

@@ -5,6 +5,7 @@
     tools/train_net.py --config-file CONFIG --eval-only MODEL.WEIGHTS model_final.pth
     tools/train_net.py --config-file CONFIG --resume            # continue the last run
     tools/train_net.py --config-file CONFIG --num-gpus 2        # 2 processes (GLOO on CPU)
+    tools/train_net.py --config-file CONFIG --eval-only --onnx exported/model.onnx   # PQ of an export
 
 Trailing KEY VALUE pairs override the config. The trainer is ``DetrTrainer``.
 """
@@ -14,10 +15,13 @@ from detectron2.utils import comm
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.engine import DetrTrainer, setup
+from detr_panoptic_d2.export.evaluate import evaluate_exported
 
 
 def main(args):
     cfg = setup(args)
+    if getattr(args, "onnx", None):
+        return evaluate_exported(cfg, args.onnx)
     if args.eval_only:
         model = DetrTrainer.build_model(cfg)
         checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
@@ -32,7 +36,20 @@ def main(args):
     return trainer.train()
 
 
+def parse_args(argv=None):
+    """Detectron2's default_argument_parser with --onnx."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--onnx", metavar="FILE", default=None,
+        help="with --eval-only: evaluate this model.onnx (tools/export_model.py) run by onnxruntime; panoptic only",
+    )
+    args = parser.parse_args(argv)
+    if args.onnx and not args.eval_only:
+        parser.error("--onnx evaluates an exported model: add --eval-only")
+    return args
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = parse_args()
     print("Command Line Args:", args)
     launch(main, args.num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(args,))

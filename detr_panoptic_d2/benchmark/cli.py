@@ -14,6 +14,7 @@ import time
 import torch
 
 from .amp import AMP_CHOICES
+from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
 from .models import build_models, load_cfg
 from .report import environment, format_report, mode_key
@@ -50,6 +51,11 @@ def argument_parser():
     p.add_argument(
         "--amp", choices=AMP_CHOICES, default="none",
         help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast (none)",
+    )
+    p.add_argument(
+        "--onnx", action="store_true",
+        help="also export the model to ONNX and time onnxruntime against PyTorch end to end, alternately, on the "
+        "same images with the same threads (inference, CPU)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (torch's default)")
@@ -124,6 +130,8 @@ def run_benchmark(args):
         if len(models) == 2:
             section["comparison"] = compare_outputs(results[False][1], results[True][1])
         report["inference"] = _with_speedup(section)
+    if inference and args.onnx:
+        report["onnxruntime"] = time_onnxruntime(cfg, models[modes[0]], infer_inputs, threads=args.threads, **common)
     if training:
         train_inputs = synthetic_batch(
             args.train_batch_size, height, width, num_classes, args.targets_per_image, seed=args.seed + 1
@@ -167,6 +175,8 @@ def main(argv=None):
     args = argument_parser().parse_args(argv)
     report = run_benchmark(args)
     print(format_report(report))
+    if "onnxruntime" in report:
+        print("\n" + "\n".join(format_onnxruntime(report["onnxruntime"])))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

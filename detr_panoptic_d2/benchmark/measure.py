@@ -15,7 +15,7 @@ class MaskHeadRows:
 
     def __init__(self, model):
         self.rows = 0
-        head = model.mask_head
+        head = getattr(model, "mask_head", None)  # None: not a DetrPanoptic (an exported model)
         self._handle = head.register_forward_pre_hook(self._count) if head is not None else None
 
     def _count(self, module, args):
@@ -75,7 +75,7 @@ def measure(contestants, *, warmup, runs, device, clock=None):
 def _report(contestant, per_run, rows):
     total = summarize([sum(seconds.values()) for seconds, _ in per_run])
     return {
-        "all_queries": bool(contestant.model.all_queries),
+        "all_queries": bool(getattr(contestant.model, "all_queries", False)),
         "total": total,
         "stages": summarize_runs([seconds for seconds, _ in per_run]),
         "images_per_s": contestant.num_images / total["median"],

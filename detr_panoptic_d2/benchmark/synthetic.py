@@ -109,3 +109,4 @@ def calibrate_kept_queries(model, batched_inputs, k, max_doublings=20):
     head.weight[-1] = 0.0
     head.bias[-1] = beta
     return scale, beta
+

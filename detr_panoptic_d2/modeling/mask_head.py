@@ -44,14 +44,17 @@ def image_runs(batch_idx):
 
 def _add_per_object(x, maps, batch_idx, runs):
     """x + maps[batch_idx], for x: T x C x H x W (a fresh tensor, may be overwritten) and
-    maps: B x C x H x W per-image features; runs: image_runs(batch_idx).
+    maps: B x C x H x W per-image features; runs: image_runs(batch_idx), None when B is 1.
 
     Without autograd, each image's map is added to its run of rows in place, broadcast: the
-    same additions without a T-row gathered copy of the map (inference). With autograd the
-    gather stays: its backward (a scatter-add into B maps) is cheaper than that of in-place
-    updates of slices."""
+    same additions without a T-row gathered copy of the map (inference). With one image
+    (B = 1, runs None) that is a single broadcast addition, whose graph has no
+    data-dependent loop (ONNX export). With autograd the gather stays: its backward (a
+    scatter-add into B maps) is cheaper than that of in-place updates of slices."""
     if torch.is_grad_enabled() and (x.requires_grad or maps.requires_grad):
         return maps[batch_idx] + x
+    if runs is None:
+        return x.add_(maps)
     for image, start, end in runs:
         x[start:end] += maps[image]
     return x
@@ -96,7 +99,7 @@ class FPNMaskHead(nn.Module):
         coarse to fine. Returns T x H_fine x W_fine mask logits."""
         x = torch.cat([projected[batch_idx], attention_maps], dim=1)
         x = self.lay2(self.lay1(x))
-        runs = image_runs(batch_idx)
+        runs = image_runs(batch_idx) if projected.shape[0] > 1 else None
         for adapter, refine, skip in zip(self.adapters, self.refines, skips):
             skip = adapter(skip)
             x = refine(_add_per_object(F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip, batch_idx, runs))

@@ -1,0 +1,99 @@
+"""``OnnxPanopticModel``: an exported model run by onnxruntime, with Detectron2's model contract.
+
+It is called like DetrPanoptic in eval mode (a list of dicts with "image", C x H x W in
+INPUT.FORMAT after the test-time resize, and the original "height"/"width") and returns
+``[{"panoptic_seg": (H x W int32 segment ids, segments_info)}]``: the graph gives the kept
+queries' mask logits, and ``modeling.postprocessing.panoptic_merge``, the function the
+PyTorch model calls, merges them. Detectron2's ``inference_on_dataset`` and the evaluators
+take it as they take the model.
+"""
+import json
+import os
+
+import numpy as np
+import torch
+
+from ..modeling import postprocessing
+from .metadata import METADATA_KEY, check_fits
+
+
+def _session(path, threads):
+    """An onnxruntime CPU session of ``path``; ValueError naming the file when it is not ONNX."""
+    import onnxruntime as ort
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Exported model {path!r} does not exist")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types, one per failure kind
+        raise ValueError(f"{path} is not an ONNX model onnxruntime can load: {e}") from e
+
+
+class OnnxPanopticModel:
+    """An ONNX file written by tools/export_model.py, as a Detectron2 model (see the module).
+
+    cfg: when given, the model must have been exported from a config of the same sizes and
+    classes (metadata.check_fits), and the score threshold and small-segment area are taken
+    from it (run-time values); else from the export's metadata. threads: onnxruntime's
+    intra-op threads (None: onnxruntime's default)."""
+
+    def __init__(self, path, cfg=None, threads=None):
+        self.path = path
+        self.session = _session(path, threads)
+        stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if stored is None:
+            raise ValueError(f"{path} has no {METADATA_KEY!r} metadata: it was not written by tools/export_model.py")
+        self.metadata = json.loads(stored)
+        if cfg is not None:
+            check_fits(self.metadata, cfg, path)
+            test = cfg.MODEL.DETR.TEST
+            self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA
+        else:
+            self.score_threshold = self.metadata["score_threshold"]
+            self.small_segment_area = self.metadata["small_segment_area"]
+        self.is_thing = torch.zeros(len(self.metadata["class_names"]), dtype=torch.bool)
+        self.is_thing[self.metadata["thing_ids"]] = True
+
+    def run_graph(self, image):
+        """image: C x H x W uint8 (numpy or tensor). Returns the graph's outputs by name
+        (graph.OUTPUT_NAMES) as torch tensors. ValueError names the file when the channel
+        count differs from the export's."""
+        image = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+        channels = self.metadata["input"]["channels"]
+        if image.ndim != 3 or image.shape[0] != channels:
+            raise ValueError(
+                f"{self.path} takes {channels} x H x W images ({self.metadata['input']['format']}), "
+                f"got an array of shape {tuple(image.shape)}"
+            )
+        feeds = {"image": image, "score_threshold": np.array(self.score_threshold, dtype=np.float32)}
+        names = [o.name for o in self.session.get_outputs()]
+        return {n: torch.from_numpy(v) for n, v in zip(names, self.session.run(names, feeds))}
+
+    def panoptic(self, image, output_size):
+        """One image (C x H x W, after the test-time resize) -> (panoptic_seg of
+        ``output_size``, segments_info), as DetrPanoptic gives it."""
+        out = self.run_graph(image)
+        valid = out["valid"]
+        queries = out["queries"][valid]
+        return postprocessing.panoptic_merge(
+            out["mask_logits"][valid],
+            out["scores"][queries],
+            out["classes"][queries],
+            self.is_thing,
+            tuple(image.shape[-2:]),
+            output_size,
+            self.small_segment_area,
+        )
+
+    def __call__(self, batched_inputs):
+        """Detectron2's inference contract (see the module docstring)."""
+        results = []
+        for x in batched_inputs:
+            image = x["image"]
+            size = (x.get("height", image.shape[-2]), x.get("width", image.shape[-1]))
+            results.append({"panoptic_seg": self.panoptic(image, size)})
+        return results
