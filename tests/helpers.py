@@ -77,20 +77,6 @@ def make_input(height, width, classes=(), seed=0, with_targets=True):
     return x
 
 
-def fit_class_head(model, batch, target):
-    """Rewrites ``model.class_embed`` so that it gives the logits ``target`` (B x N x (K+1))
-    for the queries of ``batch``: least squares over the box embeddings, exact when B x N is
-    below the width d + 1 (a random model gives nearly the same logits to every query)."""
-    model.eval()
-    with torch.no_grad():
-        images, mask = model.preprocess_image(batch)
-        emb = model.detect(images.tensor, mask).box_embeddings[-1].flatten(0, 1).double()
-        design = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], 1)
-        solution = torch.linalg.lstsq(design, target.flatten(0, 1).double()).solution.float()
-        model.class_embed.weight.copy_(solution[:-1].T)
-        model.class_embed.bias.copy_(solution[-1])
-
-
 TINY_PANOPTIC = "detr_test_tiny_panoptic"
 
 

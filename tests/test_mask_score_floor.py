@@ -6,9 +6,10 @@ import torch
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2.benchmark.inference import compare_outputs
+from detr_panoptic_d2.benchmark.synthetic import fit_class_head
 from detr_panoptic_d2.modeling import postprocessing
 
-from .helpers import fit_class_head, make_input, tiny_cfg
+from .helpers import make_input, tiny_cfg
 
 NUM_CLASSES = 133  # COCO panoptic: things 0..79, stuff 80..132
 

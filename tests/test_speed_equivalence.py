@@ -8,9 +8,10 @@ from detectron2.modeling import build_model
 
 from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
 from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
+from detr_panoptic_d2.benchmark.synthetic import fit_class_head
 from detr_panoptic_d2.modeling.postprocessing import select_queries
 
-from .helpers import fit_class_head, make_input, tiny_cfg
+from .helpers import make_input, tiny_cfg
 
 
 def _cfg(all_queries, frozen_weights=""):
