@@ -272,9 +272,10 @@ class DetrPanoptic(nn.Module):
             m[:h, :w] = False
         return images, mask
 
-    def detect(self, images, padding_mask):
-        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs."""
-        feats = self.backbone(images, padding_mask)
+    def detect(self, images, padding_mask, per_image_backbone=False):
+        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs.
+        per_image_backbone: see DetrBackbone.forward's per_image (inference sets it)."""
+        feats = self.backbone(images, padding_mask, per_image=per_image_backbone)
         projected = self.input_proj(feats.features[self.in_feature])
         memory_mask = feats.masks[self.in_feature]
         box_embeddings, memory = self.transformer(projected, memory_mask, self.query_embed.weight, feats.pos)
@@ -315,7 +316,7 @@ class DetrPanoptic(nn.Module):
         if self.training:
             return self.losses(batched_inputs, images, padding_mask)
         with self.inference_autocast():
-            out = self.detect(images.tensor, padding_mask)
+            out = self.detect(images.tensor, padding_mask, per_image_backbone=True)
         return self.inference(batched_inputs, images, out)
 
     def inference_autocast(self):
