@@ -9,6 +9,7 @@ import pytest
 
 from detr_panoptic_d2.demo import images as demo_images
 from detr_panoptic_d2.demo.outputs import DemoOutputs
+from detr_panoptic_d2.tool_setup import setup_inference_cfg
 
 from .conftest import ROOT
 from .helpers import load_tool, write_image, write_tiny_panoptic_model
@@ -90,6 +91,12 @@ def test_bad_images_are_named_skipped_and_summarized(model_files, good_images, t
     assert sorted(files) == sorted(
         ["img0.png", "img5.png", "coco_panoptic.json"] + [f"coco_panoptic/img{i}.{e}" for i in (0, 5) for e in ("png", "json")]
     )
+
+
+def test_tools_compute_the_panoptic_output_only(model_files):
+    config, _ = model_files
+    cfg = setup_inference_cfg(config, ["MODEL.DETR.TEST.INSTANCES_ON", "True", "MODEL.DETR.TEST.SEMANTIC_ON", "True"])
+    assert cfg.MODEL.DETR.TEST.PANOPTIC_ON and not cfg.MODEL.DETR.TEST.INSTANCES_ON and not cfg.MODEL.DETR.TEST.SEMANTIC_ON
 
 
 def test_reader_reports_a_wrong_channel_count(monkeypatch, good_images):

@@ -135,9 +135,9 @@ def spread_scores(model, batched_inputs, kept, above_floor, seed=0):
     """Rewrites the class head so that in each image of ``batched_inputs`` (all the same
     picture, see synthetic_batch) the first ``kept`` queries predict a random class with
     logit 10 (probability 0.99 with COCO's 133 classes: kept by the 0.85 threshold), the next
-    ``above_floor - kept`` with logit 5 against 6 for "no object" (probability 0.22, real-class
-    mass 0.41: detections and semantic contributors above any floor up to 0.2), and the others
-    "no object" with logit 10 (mass 0.006)."""
+    ``above_floor - kept`` with logit 5 against 6 for "no object" (probability 0.22: detections
+    and semantic contributors above any MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2), and the
+    others "no object" with logit 10 (every real class below 1e-4)."""
     n = model.query_embed.weight.shape[0]
     if not 0 <= kept <= above_floor <= n:
         raise ValueError(

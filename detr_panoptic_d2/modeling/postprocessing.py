@@ -162,10 +162,12 @@ def _binary_masks(mask_logits, padded_size, image_size, output_size, chunk=16):
 
 
 def semantic_queries(logits, floor=0.0):
-    """The queries semantic scores are summed over: those whose real-class probability mass
-    (1 - p(no object)) is at least ``floor``; a query left out would have added less than
-    ``floor`` to any class's score at any pixel. logits: N x (K+1). Returns N bool."""
-    return logits.softmax(-1)[:, :-1].sum(-1) >= floor
+    """The queries semantic scores are summed over: those whose best real-class probability
+    is at least ``floor``; a query left out would have added less than ``floor`` to any class's
+    score at any pixel (its p(class) x sigmoid(mask) is below its best p(class)), so it can
+    only move the argmax where the two best classes are closer than that.
+    logits: N x (K+1). Returns N bool."""
+    return logits.softmax(-1)[:, :-1].max(-1).values >= floor
 
 
 def semantic_results(logits, mask_logits, output_size):
