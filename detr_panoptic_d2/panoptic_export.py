@@ -6,11 +6,19 @@ from detectron2.utils.visualizer import ColorMode, Visualizer
 from panopticapi.utils import id2rgb
 
 
-def draw_panoptic(image_rgb, panoptic_seg, segments_info, metadata):
+def draw_panoptic(image_rgb, panoptic_seg, segments_info, metadata, seed=0):
     """image_rgb: H x W x 3 uint8; panoptic_seg: H x W segment ids; segments_info: the model's
-    (contiguous category ids). Returns the H x W x 3 uint8 visualization with class names."""
-    visualizer = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
-    return visualizer.draw_panoptic_seg(panoptic_seg.to("cpu"), segments_info).get_image()
+    (contiguous category ids). Returns the H x W x 3 uint8 visualization with class names.
+
+    The colours the Visualizer jitters with NumPy's global random generator come from ``seed``
+    (the generator's state is restored after), so a picture depends on its inputs only."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        visualizer = Visualizer(image_rgb, metadata, instance_mode=ColorMode.IMAGE)
+        return visualizer.draw_panoptic_seg(panoptic_seg.to("cpu"), segments_info).get_image()
+    finally:
+        np.random.set_state(state)
 
 
 def contiguous_to_dataset_ids(metadata):

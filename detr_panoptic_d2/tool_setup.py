@@ -45,7 +45,8 @@ def add_inference_arguments(parser, output_help, exported=True):
 def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     """A frozen config for panoptic inference: ``config_file`` + ``opts`` (["KEY", "VALUE", ...]).
 
-    confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. The config is
+    confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. INSTANCES_ON and
+    SEMANTIC_ON are turned off (the tools show the panoptic output only). The config is
     adapted to the machine as for ``train_net.py --eval-only`` (engine.adapt_to_machine: no
     FROZEN_WEIGHTS, CPU when CUDA is unavailable). Raises ValueError when the config cannot
     give a panoptic output or names no dataset for the class names."""
@@ -55,6 +56,9 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     cfg.merge_from_list(list(opts))
     if confidence_threshold is not None:
         cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = confidence_threshold
+    # The tools show the panoptic output only: instance and semantic outputs are not computed.
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = False
+    cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
     for message in adapt_to_machine(cfg, eval_only=True):
         logger.info(message)
     if not (cfg.MODEL.MASK_ON and cfg.MODEL.DETR.TEST.PANOPTIC_ON):
@@ -90,12 +94,16 @@ def build_predictor(cfg, onnx=None):
 
 def list_images(inputs):
     """Expands files, glob patterns and folders (their images, not recursive) into a sorted
-    list of image paths. Raises FileNotFoundError naming an input that matches nothing, and
-    ValueError when two images share a file name (their outputs would collide)."""
+    list of image paths. A file name without glob characters is kept even when it does not
+    exist (reading it then reports it as missing). Raises FileNotFoundError naming a pattern or
+    folder that matches nothing, and ValueError when two images share a file name (their
+    outputs would collide)."""
     paths = []
     for item in inputs:
         if os.path.isdir(item):
             found = [os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif not glob.has_magic(item):
+            found = [os.path.expanduser(item)]
         else:
             found = glob.glob(os.path.expanduser(item))
         if not found:

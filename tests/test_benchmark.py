@@ -45,7 +45,7 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "outputs (panoptic_seg): identical" in proc.stdout and "| backbone" in proc.stdout
+    assert "outputs: panoptic_seg identical" in proc.stdout and "| backbone" in proc.stdout
     report = json.loads(out.read_text())
     assert report["image_size"] == [64, 96] and report["runs"] == 2 and report["clock"] == "cpu"
     assert report["environment"]["device"] == "cpu" and report["environment"]["torch_threads"] == 1
@@ -75,6 +75,22 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert training["speedup"] > 0
 
 
+@pytest.mark.parametrize("outputs, rows", [("panoptic", 2), ("all", 6)])
+def test_outputs_choice_and_queries_above_floor_set_the_mask_head_rows(outputs, rows, capsys):
+    report = main([
+        "--config-file", "configs/coco/detr_R50_panoptic.yaml", "--size", "64", "96", "--task", "inference",
+        "--compare-all-queries", "--kept-queries", "2", "--queries-above-floor", "6", "--outputs", outputs,
+        "--warmup", "0", "--runs", "1", "--device", "cpu", *TINY_OPTS, "MODEL.DETR.FROZEN_WEIGHTS", "",
+    ])
+    enabled = ["panoptic"] + (["instances", "semantic"] if outputs == "all" else [])
+    assert report["outputs"] == {"chosen_by": outputs, "enabled": enabled}
+    modes = report["inference"]["modes"]
+    assert modes["used_queries"]["mask_head_queries_per_image"] == rows
+    assert modes["all_queries"]["mask_head_queries_per_image"] == 10
+    assert report["inference"]["comparison"]["panoptic_seg"]
+    assert f"outputs: {', '.join(enabled)} (--outputs {outputs})" in capsys.readouterr().out
+
+
 def test_module_entry_point_has_help():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
@@ -90,7 +106,7 @@ def test_notes_warn_about_all_query_outputs_and_a_busy_machine():
     quiet = {"cpu_count": 2, "load_average_1min": 0.2}
     assert _notes(cfg, True, quiet, "wall") == []
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
-    assert "all queries" in " ".join(_notes(cfg, True, quiet, "wall"))
+    assert "MASK_SCORE_FLOOR" in " ".join(_notes(cfg, True, quiet, "wall"))
     assert _notes(cfg, False, quiet, "wall") == []
     busy = {"cpu_count": 2, "load_average_1min": 3.5}
     assert "--clock cpu" in _notes(cfg, False, busy, "wall")[0] and _notes(cfg, False, busy, "cpu") == []

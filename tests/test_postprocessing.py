@@ -137,7 +137,8 @@ def test_semantic_and_instance_outputs_have_detectron2_shapes():
     is_thing = torch.tensor([True, True, False, False])
     sem = postprocessing.semantic_results(logits, masks, (50, 60))
     assert sem.shape == (k, 50, 60)
-    inst = postprocessing.instance_results(logits, boxes, masks, is_thing, (32, 40), (30, 40), (60, 80), topk=100)
+    detections = postprocessing.instance_queries(logits, is_thing, topk=100)
+    inst = postprocessing.instance_results(detections, boxes, masks[detections[0]], (32, 40), (30, 40), (60, 80))
     assert len(inst) == int(is_thing[logits[:, :-1].argmax(-1)].sum())
     assert inst.pred_masks.shape == (len(inst), 60, 80) and inst.pred_masks.dtype == torch.bool
     assert all(is_thing[c] for c in inst.pred_classes)

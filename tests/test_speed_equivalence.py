@@ -8,6 +8,7 @@ from detectron2.modeling import build_model
 
 from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
 from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
+from detr_panoptic_d2.benchmark.synthetic import fit_class_head
 from detr_panoptic_d2.modeling.postprocessing import select_queries
 
 from .helpers import make_input, tiny_cfg
@@ -22,22 +23,15 @@ def _cfg(all_queries, frozen_weights=""):
 
 def _set_query_classes(model, batch, classes):
     """Rewrites the class head so that, in every image of ``batch``, query q confidently
-    predicts ``classes[q]`` (an int, or None for no object). A random model keeps no query and
-    gives all of them the same class; here the head is fitted by least squares (exact: more
-    unknowns than box embeddings) to logits of 20 on the wanted class and 0 elsewhere."""
-    model.eval()
+    predicts ``classes[q]`` (an int, or None for no object): logits of 20 on the wanted class
+    and 0 elsewhere. A random model keeps no query and gives all of them the same class."""
+    no_object = model.class_embed.out_features - 1
+    wanted = torch.tensor([no_object if c is None else c for c in classes]).repeat(len(batch))
+    target = 20.0 * F.one_hot(wanted, model.class_embed.out_features).double()
+    fit_class_head(model, batch, target.view(len(batch), len(classes), -1))
     with torch.no_grad():
         images, mask = model.preprocess_image(batch)
-        emb = model.detect(images.tensor, mask).box_embeddings[-1].flatten(0, 1).double()
-        head = model.class_embed
-        no_object = head.out_features - 1
-        wanted = torch.tensor([no_object if c is None else c for c in classes]).repeat(len(batch))
-        target = 20.0 * F.one_hot(wanted, head.out_features).double()
-        design = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], 1)
-        solution = torch.linalg.lstsq(design, target).solution.float()
-        head.weight.copy_(solution[:-1].T)
-        head.bias.copy_(solution[-1])
-        for logits in head(emb.float()).view(len(batch), len(classes), -1):
+        for logits in model.detect(images.tensor, mask).logits[-1]:
             keep, _, predicted = select_queries(logits, model.object_score_thresh)
             assert keep.tolist() == [c is not None for c in classes]
             assert predicted[keep].tolist() == [c for c in classes if c is not None]

@@ -2,26 +2,26 @@
 r"""Panoptic segmentation of images with a DETR panoptic model, in the manner of Detectron2's demo.
 
     python tools/demo.py --config-file configs/coco/detr_R50_panoptic.yaml \
-        --input photos/*.jpg --output out/ --opts MODEL.WEIGHTS models/detr_R50_panoptic.pth
+        --input photos/ --output out/ --batch-size 4 --num-workers 4 \
+        --opts MODEL.WEIGHTS models/detr_R50_panoptic.pth
 
 Writes <output>/<image name>.png (Detectron2's panoptic visualization, class names from the
 metadata of DATASETS.TEST[0]); with --save-coco-panoptic also <output>/coco_panoptic/<name>.png
-(segment ids in COCO's RGB encoding) and <output>/coco_panoptic.json (segments with the
-dataset's category ids). Runs on the GPU when MODEL.DEVICE is cuda and one is available, else
-on the CPU.
+(segment ids in COCO's RGB encoding) with its segments in <output>/coco_panoptic/<name>.json,
+and <output>/coco_panoptic.json merging them (dataset category ids). Every file is written
+atomically. An image that cannot be read is reported with the reason and skipped; the exit
+status is then 1. --skip-existing continues a killed run. --num-gpus N runs N processes (one
+per GPU, or CPU processes without GPUs), each on its share of the images. Runs on the GPU when
+MODEL.DEVICE is cuda and one is available, else on the CPU.
 """
 import argparse
-import json
-import os
 import sys
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
+import torch.multiprocessing as mp
+from detectron2.engine import launch
 
-from detr_panoptic_d2.data.image_io import read_image
-from detr_panoptic_d2.panoptic_export import coco_categories, draw_panoptic, to_coco_panoptic
-from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
+from detr_panoptic_d2.demo import run_demo_process
+from detr_panoptic_d2.tool_setup import add_inference_arguments
 
 
 def get_parser():
@@ -30,34 +30,39 @@ def get_parser():
     parser.add_argument(
         "--save-coco-panoptic", action="store_true", help="also write COCO panoptic PNGs and a predictions JSON"
     )
+    parser.add_argument(
+        "--skip-existing", action="store_true",
+        help="leave the images whose outputs all exist (continues a killed run; the JSON still lists them)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=1,
+        help="images per model call; only images of the same size after the test-time resize are batched "
+        "together, so results do not depend on it (%(default)s)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=0, help="processes reading and decoding images (0: the main one)"
+    )
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine: one per GPU (CPU processes without GPUs)")
+    parser.add_argument("--num-machines", type=int, default=1, help="machines taking part (%(default)s)")
+    parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine (0 .. num-machines - 1)")
+    parser.add_argument(
+        "--dist-url", default="auto",
+        help="tcp://<machine 0>:<port> with several machines (auto: a free local port, one machine)",
+    )
     return parser
-
-
-def _save_png(array, path):
-    Image.fromarray(np.ascontiguousarray(array)).save(path)
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    paths, predictor, metadata = start_inference_tool(args)
-    coco_dir = os.path.join(args.output, "coco_panoptic")
-    if args.save_coco_panoptic:
-        os.makedirs(coco_dir, exist_ok=True)
-    annotations = []
-    for path in tqdm(paths, desc="images", unit="img"):
-        image = read_image(path, format="BGR")
-        panoptic_seg, segments_info = predictor(image)["panoptic_seg"]
-        name = os.path.splitext(os.path.basename(path))[0]
-        picture = draw_panoptic(image[:, :, ::-1], panoptic_seg, segments_info, metadata)
-        _save_png(picture, os.path.join(args.output, f"{name}.png"))
-        if args.save_coco_panoptic:
-            png, segments = to_coco_panoptic(panoptic_seg, segments_info, metadata)
-            _save_png(png, os.path.join(coco_dir, f"{name}.png"))
-            annotations.append({"image_id": name, "file_name": f"{name}.png", "segments_info": segments})
-    if args.save_coco_panoptic:
-        with open(os.path.join(args.output, "coco_panoptic.json"), "w", encoding="utf-8") as f:
-            json.dump({"annotations": annotations, "categories": coco_categories(metadata)}, f)
-    return 0
+    for name, least in (("batch_size", 1), ("num_workers", 0), ("num_gpus", 1), ("num_machines", 1)):
+        if getattr(args, name) < least:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")
+    failed = mp.get_context("spawn").Value("i", 0)
+    launch(
+        run_demo_process, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+        dist_url=args.dist_url, args=(args, failed),
+    )
+    return 1 if failed.value else 0
 
 
 if __name__ == "__main__":

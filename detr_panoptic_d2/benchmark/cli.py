@@ -23,6 +23,8 @@ from .training import compare_training, run_training
 
 DEFAULT_KEPT_QUERIES = 15
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+# --outputs: (INSTANCES_ON, SEMANTIC_ON) to set, None: the config's.
+OUTPUTS = {"config": None, "panoptic": (False, False), "all": (True, True)}
 
 
 def argument_parser():
@@ -43,6 +45,18 @@ def argument_parser():
         help="rewrite the class head so that exactly this many queries per image pass "
         f"MODEL.DETR.TEST.OBJECT_SCORE_THRESH ({DEFAULT_KEPT_QUERIES} for random weights; with MODEL.WEIGHTS "
         "the model's own scores unless given; -1: never rewrite)",
+    )
+    p.add_argument(
+        "--queries-above-floor", type=int, default=None, metavar="M",
+        help="fit the class head instead so that --kept-queries queries are kept, M queries per image reach "
+        "MODEL.DETR.TEST.MASK_SCORE_FLOOR (the instance and semantic outputs' masks) and the others predict "
+        "'no object', as with trained weights (default: the --kept-queries calibration, where every other "
+        "query scores just below the threshold)",
+    )
+    p.add_argument(
+        "--outputs", choices=sorted(OUTPUTS), default="config",
+        help="inference outputs: config (as the config file and overrides say; the shipped COCO configs turn "
+        "all three on), panoptic (panoptic only), all (panoptic, instances, semantic) (%(default)s)",
     )
     p.add_argument(
         "--targets-per-image", type=int, default=15,
@@ -86,6 +100,15 @@ def _check_args(args):
         raise SystemExit(f"--size must be at least 32 32 (H W), got {' '.join(map(str, args.size))}")
     if args.targets_per_image < 1:
         raise SystemExit(f"--targets-per-image must be at least 1, got {args.targets_per_image}")
+    if args.queries_above_floor is not None and args.kept_queries is not None and args.kept_queries < 0:
+        raise SystemExit("--queries-above-floor rewrites the class head; it cannot go with --kept-queries -1")
+
+
+def enabled_outputs(cfg):
+    """Names of the inference outputs ``cfg`` turns on."""
+    test = cfg.MODEL.DETR.TEST
+    flags = (("panoptic", test.PANOPTIC_ON), ("instances", test.INSTANCES_ON), ("semantic", test.SEMANTIC_ON))
+    return [name for name, on in flags if on]
 
 
 def run_benchmark(args):
@@ -99,6 +122,11 @@ def run_benchmark(args):
     cfg = load_cfg(args.config_file, args.opts, device)
     if args.amp != "none":
         cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
+    if OUTPUTS[args.outputs] is not None:
+        cfg.MODEL.DETR.TEST.INSTANCES_ON, cfg.MODEL.DETR.TEST.SEMANTIC_ON = OUTPUTS[args.outputs]
+    kept_queries = _kept_queries(args, cfg)
+    if args.queries_above_floor is not None and kept_queries is None:
+        kept_queries = DEFAULT_KEPT_QUERIES
     inference = args.task in ("inference", "both")
     training = args.task in ("training", "both")
     modes = [False, True] if args.compare_all_queries else [bool(cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES)]
@@ -107,8 +135,8 @@ def run_benchmark(args):
     infer_inputs = synthetic_batch(args.batch_size, height, width, num_classes, seed=args.seed)
     with tempfile.TemporaryDirectory() as workdir:
         models, info = build_models(
-            cfg, modes, kept_queries=_kept_queries(args, cfg), calibration_inputs=infer_inputs,
-            workdir=workdir if training else None, seed=args.seed,
+            cfg, modes, kept_queries=kept_queries, calibration_inputs=infer_inputs,
+            workdir=workdir if training else None, seed=args.seed, above_floor=args.queries_above_floor,
         )
     common = {"warmup": args.warmup, "runs": args.runs, "device": device, "clock": CLOCKS[args.clock]}
     report = {
@@ -122,6 +150,8 @@ def run_benchmark(args):
         "seed": args.seed,
         "environment": environment(device),
         "model": info,
+        "outputs": {"chosen_by": args.outputs, "enabled": enabled_outputs(cfg)},
+        "mask_score_floor": cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR,
     }
     report["notes"] = _notes(cfg, inference, report["environment"], args.clock)
     if inference:
@@ -151,8 +181,9 @@ def _notes(cfg, inference, env, clock):
     test = cfg.MODEL.DETR.TEST
     if inference and (test.INSTANCES_ON or test.SEMANTIC_ON):
         notes.append(
-            "MODEL.DETR.TEST.INSTANCES_ON / SEMANTIC_ON use every query's mask, so inference runs the mask head "
-            "on all queries whatever MASK_HEAD.ALL_QUERIES says; set them False to time panoptic output alone"
+            "MODEL.DETR.TEST.INSTANCES_ON / SEMANTIC_ON run the mask head on every query reaching "
+            f"MASK_SCORE_FLOOR ({test.MASK_SCORE_FLOOR:g}); how many do depends on the class scores (see "
+            "--queries-above-floor); --outputs panoptic times panoptic output alone"
         )
     load = env.get("load_average_1min")
     if clock == "wall" and load is not None and load > 0.5 * env["cpu_count"]:

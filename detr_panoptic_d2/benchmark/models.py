@@ -7,7 +7,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 from ..config import add_detr_panoptic_config
-from .synthetic import calibrate_kept_queries
+from .synthetic import calibrate_kept_queries, spread_scores
 
 
 def load_cfg(config_file, opts, device):
@@ -26,14 +26,16 @@ def _detector_state(state):
     return {k: v for k, v in state.items() if not k.startswith("mask_head.")}
 
 
-def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, workdir, seed=0):
+def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, workdir, seed=0, above_floor=None):
     """Builds DetrPanoptic once per value of MODEL.DETR.MASK_HEAD.ALL_QUERIES in
     ``all_queries_modes``, all with the same weights. Returns ({mode: model}, info dict).
 
     Weights: MODEL.WEIGHTS when set, else a random initialization seeded with ``seed``.
     ``kept_queries`` (an int) rewrites the class head so that exactly that many queries of
     ``calibration_inputs`` pass the score threshold (synthetic.calibrate_kept_queries); None
-    leaves it alone. When MODEL.DETR.FROZEN_WEIGHTS is set, the detector is frozen as in stage
+    leaves it alone. With ``above_floor`` (an int) the class head is instead fitted so that
+    ``kept_queries`` queries are kept, ``above_floor`` reach MODEL.DETR.TEST.MASK_SCORE_FLOOR
+    and the others predict "no object" (synthetic.spread_scores). When MODEL.DETR.FROZEN_WEIGHTS is set, the detector is frozen as in stage
     2 of training: an existing file is loaded as usual, and a missing one is replaced by a
     checkpoint of the benchmark's own detector weights written to ``workdir`` (None: nothing is
     frozen, which only matters to training).
@@ -46,7 +48,10 @@ def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, wo
     if cfg.MODEL.WEIGHTS:
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     info = {"weights": cfg.MODEL.WEIGHTS or f"random initialization (seed {seed})", "kept_queries": kept_queries}
-    if kept_queries is not None:
+    if above_floor is not None:
+        spread_scores(model, calibration_inputs, kept_queries, above_floor, seed)
+        info["queries_above_floor"] = above_floor
+    elif kept_queries is not None:
         scale, beta = calibrate_kept_queries(model, calibration_inputs, kept_queries)
         info["class_head_calibration"] = {"real_class_scale": scale, "no_object_logit": beta}
     state = model.state_dict()

@@ -90,6 +90,9 @@ def format_report(report):
         f"images {report['image_size'][0]}x{report['image_size'][1]}, weights: {model['weights']}, "
         f"kept queries: {model['kept_queries'] if model['kept_queries'] is not None else 'from the weights'}, "
         f"{report['warmup']} warm-up + {report['runs']} timed runs",
+        f"outputs: {', '.join(report['outputs']['enabled'])} (--outputs {report['outputs']['chosen_by']}), "
+        f"MODEL.DETR.TEST.MASK_SCORE_FLOOR {report['mask_score_floor']:g}"
+        + (f", {model['queries_above_floor']} queries above it" if model.get("queries_above_floor") is not None else ""),
     ]
     lines += [f"NOTE: {note}" for note in report["notes"]]
     for task in ("inference", "training"):
@@ -113,10 +116,11 @@ def format_report(report):
         comparison = section.get("comparison")
         if comparison and task == "inference":
             kinds = [k for k in comparison if k not in ("identical", "panoptic_pixels_differing")]
-            verdict = "identical" if comparison["identical"] else "DIFFERENT"
-            if "panoptic_pixels_differing" in comparison and not comparison["identical"]:
-                verdict += f" ({comparison['panoptic_pixels_differing']} panoptic pixels differ)"
-            lines.append(f"outputs ({', '.join(kinds)}): {verdict}")
+            verdicts = [f"{k} {'identical' if comparison[k] else 'DIFFERENT'}" for k in kinds]
+            if comparison.get("panoptic_pixels_differing"):
+                verdicts.append(f"{comparison['panoptic_pixels_differing']} panoptic pixels differ")
+            floored = " (instances and semantic: by MASK_SCORE_FLOOR)" if {"instances", "sem_seg"} & set(kinds) else ""
+            lines.append(f"outputs: {', '.join(verdicts)}{floored}")
         elif comparison:
             losses = "identical" if comparison["losses_equal"] else f"max abs diff {comparison['losses_max_abs_diff']:.3g}"
             grads = "identical" if comparison["grads_equal"] else (

@@ -2,7 +2,9 @@
 
 Timing the panoptic path needs realistic work: with random weights no query reaches the
 0.85 score threshold, so ``calibrate_kept_queries`` rewrites the class head so that exactly
-K queries pass; training needs targets, so ``synthetic_batch`` partitions every image into
+K queries pass (the others then score just below the threshold); ``spread_scores`` also
+sets how many queries reach MODEL.DETR.TEST.MASK_SCORE_FLOOR (instance and semantic outputs)
+and gives the rest "no object", as a trained model does; training needs targets, so ``synthetic_batch`` partitions every image into
 segments (COCO panoptic averages about 11 segments per image).
 """
 import math
@@ -110,3 +112,43 @@ def calibrate_kept_queries(model, batched_inputs, k, max_doublings=20):
     head.bias[-1] = beta
     return scale, beta
 
+
+@torch.no_grad()
+def fit_class_head(model, batched_inputs, target):
+    """Rewrites ``model.class_embed`` (in place) so that it gives the logits ``target``
+    (B x N x (K+1)) to the queries of ``batched_inputs``: least squares over the box
+    embeddings, exact when B x N is at most the width d + 1 (or the images are the same)."""
+    model.eval()
+    images, padding_mask = model.preprocess_image(batched_inputs)
+    emb = model.detect(images.tensor, padding_mask).box_embeddings[-1].flatten(0, 1).double()
+    design = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], 1)
+    solution = torch.linalg.lstsq(design, target.flatten(0, 1).double().to(emb.device)).solution.float()
+    model.class_embed.weight.copy_(solution[:-1].T)
+    model.class_embed.bias.copy_(solution[-1])
+
+
+# Target logits of spread_scores: (real class, no object) for kept, uncertain and empty queries.
+_KEPT, _UNCERTAIN, _EMPTY = (10.0, 0.0), (5.0, 6.0), (0.0, 10.0)
+
+
+def spread_scores(model, batched_inputs, kept, above_floor, seed=0):
+    """Rewrites the class head so that in each image of ``batched_inputs`` (all the same
+    picture, see synthetic_batch) the first ``kept`` queries predict a random class with
+    logit 10 (probability 0.99 with COCO's 133 classes: kept by the 0.85 threshold), the next
+    ``above_floor - kept`` with logit 5 against 6 for "no object" (probability 0.22: detections
+    and semantic contributors above any MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2), and the
+    others "no object" with logit 10 (every real class below 1e-4)."""
+    n = model.query_embed.weight.shape[0]
+    if not 0 <= kept <= above_floor <= n:
+        raise ValueError(
+            f"need 0 <= --kept-queries ({kept}) <= --queries-above-floor ({above_floor}) <= "
+            f"MODEL.DETR.NUM_OBJECT_QUERIES ({n})"
+        )
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.randint(0, model.num_classes, (n,), generator=g)
+    target = torch.zeros(n, model.num_classes + 1)
+    groups = (slice(0, kept), slice(kept, above_floor), slice(above_floor, n))
+    for rows, (real, empty) in zip(groups, (_KEPT, _UNCERTAIN, _EMPTY)):
+        target[torch.arange(n)[rows], classes[rows]] = real
+        target[rows, -1] = empty
+    fit_class_head(model, batched_inputs, target.expand(len(batched_inputs), n, -1))

@@ -17,6 +17,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from ..atomic_files import atomic_write
 from .safe_load import UnsafeCheckpointError, load_checkpoint_file
 
 # (module, name) pairs a Detectron2 model-zoo .pkl may reference: numpy arrays and scalars
@@ -53,20 +54,6 @@ def check_plain_pickle(path):
             ) from e
         except EOFError as e:
             raise ValueError(f"Checkpoint file {path!r} is truncated: {e}") from e
-
-
-def _atomic_write(path, write):
-    """Calls ``write(f)`` on a temporary file beside ``path``, syncs it and renames it to ``path``."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 class DetrCheckpointer(DetectionCheckpointer):
@@ -118,12 +105,12 @@ class DetrCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         path = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {path}")
-        _atomic_write(path, lambda f: torch.save(data, f))
+        atomic_write(path, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename):
         if not os.path.isdir(self.save_dir):
             return super().tag_last_checkpoint(last_filename_basename)
-        _atomic_write(
+        atomic_write(
             os.path.join(self.save_dir, "last_checkpoint"), lambda f: f.write(last_filename_basename.encode())
         )

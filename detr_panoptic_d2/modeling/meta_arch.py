@@ -143,6 +143,7 @@ class DetrPanoptic(nn.Module):
         instances_on=False,
         semantic_on=False,
         detections_per_image=100,
+        mask_score_floor=0.0,
         amp_dtype="",
     ):
         super().__init__()
@@ -193,6 +194,9 @@ class DetrPanoptic(nn.Module):
         self.instances_on = instances_on
         self.semantic_on = semantic_on
         self.detections_per_image = detections_per_image
+        if not 0.0 <= mask_score_floor <= 1.0:
+            raise ValueError(f"MODEL.DETR.TEST.MASK_SCORE_FLOOR must be in [0, 1], got {mask_score_floor}")
+        self.mask_score_floor = mask_score_floor
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(
                 f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)} ('' = full precision), got {amp_dtype!r}"
@@ -250,6 +254,7 @@ class DetrPanoptic(nn.Module):
             "instances_on": d.TEST.INSTANCES_ON,
             "semantic_on": d.TEST.SEMANTIC_ON,
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "mask_score_floor": d.TEST.MASK_SCORE_FLOOR,
             "amp_dtype": d.TEST.AMP_DTYPE,
         }
 
@@ -310,10 +315,11 @@ class DetrPanoptic(nn.Module):
             return torch.cat([self.query_embed.weight, self.group_query_embed.weight])
         return self.query_embed.weight
 
-    def detect(self, images, padding_mask):
+    def detect(self, images, padding_mask, per_image_backbone=False):
         """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs
-        with G*N queries (G = 1 in inference)."""
-        feats = self.backbone(images, padding_mask)
+        with G*N queries (G = 1 in inference). per_image_backbone: see DetrBackbone.forward's
+        per_image (inference sets it)."""
+        feats = self.backbone(images, padding_mask, per_image=per_image_backbone)
         projected = self.input_proj(feats.features[self.in_feature])
         memory_mask = feats.masks[self.in_feature]
         queries = self.object_queries()
@@ -356,7 +362,7 @@ class DetrPanoptic(nn.Module):
         if self.training:
             return self.losses(batched_inputs, images, padding_mask)
         with self.inference_autocast():
-            out = self.detect(images.tensor, padding_mask)
+            out = self.detect(images.tensor, padding_mask, per_image_backbone=True)
         return self.inference(batched_inputs, images, out)
 
     def inference_autocast(self):
@@ -414,7 +420,12 @@ class DetrPanoptic(nn.Module):
 
     @torch.no_grad()
     def inference(self, batched_inputs, images, out: DetrOutputs):
-        """Turns the last decoder layer's predictions into per-image Detectron2 results."""
+        """Turns the last decoder layer's predictions into per-image Detectron2 results.
+
+        The mask head runs on the queries some output uses: the kept ones (panoptic), the
+        detections (instances) and the queries summed into semantic scores, the last two
+        limited by MODEL.DETR.TEST.MASK_SCORE_FLOOR (not applied with ALL_QUERIES, the exact
+        mode, nor to a box-only model)."""
         if (self.panoptic_on or self.instances_on) and not self.has_class_metadata:
             raise ValueError(
                 "Panoptic and instance outputs need to know which classes are things: set DATASETS.TEST "
@@ -422,54 +433,65 @@ class DetrPanoptic(nn.Module):
             )
         logits, boxes = out.logits[-1].float(), out.boxes[-1].float()
         self._check_finite(batched_inputs, logits, boxes)
+        floor = 0.0 if self.all_queries or self.mask_head is None else self.mask_score_floor
         kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
-        every_query = self.instances_on or self.semantic_on or self.all_queries
+        detections = semantic = None
+        if self.instances_on:
+            detections = [
+                postprocessing.instance_queries(lg, self.is_thing, self.detections_per_image, floor) for lg in logits
+            ]
+        if self.semantic_on:
+            semantic = [postprocessing.semantic_queries(lg, floor) for lg in logits]
+        needed = self._queries_needing_masks(kept, detections, semantic)
         mask_logits = None
         if self.mask_head is not None:
             with self.inference_autocast():
-                mask_logits = [m.float() for m in self._masks_for_inference(out, kept, every_query)]
+                mask_logits = [m.float() for m in self._masks_for_inference(out, needed)]
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             result = {}
+            rows = needed[i].cumsum(0) - 1  # query -> its row in mask_logits[i]
             if mask_logits is not None:
                 stride = self.mask_head.stride
                 valid_masks = mask_logits[i][:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]
             if self.panoptic_on:
                 keep, scores, classes = kept[i]
                 result["panoptic_seg"] = postprocessing.panoptic_merge(
-                    valid_masks[keep] if every_query else valid_masks,
-                    scores[keep],
-                    classes[keep],
-                    self.is_thing,
-                    image_size,
-                    output_size,
+                    valid_masks[rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
                     self.small_segment_area,
                 )
             if self.instances_on:
+                det_masks = mask_logits[i][rows[detections[i][0]]] if mask_logits is not None else None
                 result["instances"] = postprocessing.instance_results(
-                    logits[i], boxes[i], mask_logits[i] if mask_logits is not None else None, self.is_thing,
-                    images.tensor.shape[-2:], image_size, output_size, self.detections_per_image,
+                    detections[i], boxes[i], det_masks, images.tensor.shape[-2:], image_size, output_size
                 )
             if self.semantic_on:
-                result["sem_seg"] = postprocessing.semantic_results(logits[i], valid_masks, output_size)
+                sem = semantic[i]
+                result["sem_seg"] = postprocessing.semantic_results(logits[i][sem], valid_masks[rows[sem]], output_size)
             results.append(result)
         return results
 
-    def _masks_for_inference(self, out, kept, every_query):
-        """Mask logits per image (a list of B tensors, rows x H/4 x W/4): of every query when
-        ``every_query`` (instance or semantic output, or ALL_QUERIES), else of the kept ones."""
-        b, n = out.logits.shape[1:3]
-        device = out.logits.device
-        if every_query:
-            batch_idx = torch.arange(b, device=device).repeat_interleave(n)
-            query_idx = torch.arange(n, device=device).repeat(b)
-        else:
-            pairs = [(keep.nonzero()[:, 0], i) for i, (keep, _, _) in enumerate(kept)]
-            query_idx = torch.cat([q for q, _ in pairs])
-            batch_idx = torch.cat([torch.full_like(q, i) for q, i in pairs])
-        masks = self.segment(out, batch_idx, query_idx)
-        return list(masks.split(torch.bincount(batch_idx, minlength=b).tolist()))
+    def _queries_needing_masks(self, kept, detections, semantic):
+        """Per image, N bool: the queries whose masks an output uses (``kept``: select_queries'
+        results, used by the panoptic output; ``detections``: instance_queries' results, or
+        None; ``semantic``: semantic_queries' results, or None)."""
+        needed = []
+        for i, (keep, _, _) in enumerate(kept):
+            use = keep & self.panoptic_on
+            if detections is not None:
+                use[detections[i][0]] = True
+            if semantic is not None:
+                use |= semantic[i]
+            needed.append(use)
+        return needed
+
+    def _masks_for_inference(self, out, needed):
+        """Mask logits per image (a list of B tensors, T_i x H/4 x W/4) of the queries marked
+        in ``needed`` (B bool tensors of N), in query order."""
+        needed = torch.stack(needed)
+        batch_idx, query_idx = needed.nonzero(as_tuple=True)
+        return list(self.segment(out, batch_idx, query_idx).split(needed.sum(1).tolist()))
 
     @staticmethod
     def _check_finite(batched_inputs, logits, boxes):

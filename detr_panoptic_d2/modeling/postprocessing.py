@@ -114,27 +114,38 @@ def _merge_stuff_areas(area, classes, is_thing):
     return area
 
 
-def instance_results(logits, boxes, mask_logits, is_thing, padded_size, image_size, output_size, topk):
-    """Things as Detectron2 Instances, DETR's box/segm evaluation convention.
+def instance_queries(logits, is_thing, topk, floor=0.0):
+    """The detections of one image, DETR's box/segm evaluation convention: every query whose
+    best real class is a thing, with that class's probability as score, the ``topk`` best;
+    with ``floor`` > 0 only those scoring at least ``floor`` (as Detectron2's R-CNNs'
+    SCORE_THRESH_TEST).
 
-    logits: N x (K+1); boxes: N x 4 normalized cxcywh; mask_logits: N x h' x w' logits over
-    the padded batch at the mask stride, or None (box-only model); is_thing: K bool.
-    Every query whose best real class is a thing is a detection (top ``topk`` by score).
-    Masks: logits upsampled to the padded size, > 0, cropped to ``image_size``, then
-    nearest-resized to ``output_size``.
-    """
+    logits: N x (K+1); is_thing: K bool. Returns (queries T long, scores T, classes T), by
+    decreasing score (ties in query order)."""
     scores, classes = logits.softmax(-1)[:, :-1].max(-1)
-    candidates = is_thing[classes].nonzero()[:, 0]
-    order = scores[candidates].argsort(descending=True)[:topk]
+    candidates = (is_thing[classes] & (scores >= floor)).nonzero()[:, 0]
+    order = scores[candidates].argsort(descending=True, stable=True)[:topk]
     idx = candidates[order]
+    return idx, scores[idx], classes[idx]
+
+
+def instance_results(detections, boxes, mask_logits, padded_size, image_size, output_size):
+    """Things as Detectron2 Instances.
+
+    detections: (queries T, scores T, classes T) from ``instance_queries``; boxes: N x 4
+    normalized cxcywh of all queries; mask_logits: T x h' x w' logits of the detections over
+    the padded batch at the mask stride, or None (box-only model). Masks: logits upsampled to
+    the padded size, > 0, cropped to ``image_size``, then nearest-resized to ``output_size``.
+    """
+    idx, scores, classes = detections
     result = Instances(output_size)
     h, w = output_size
     xyxy = box_convert(boxes[idx], "cxcywh", "xyxy") * boxes.new_tensor([w, h, w, h])
     result.pred_boxes = Boxes(xyxy)
-    result.scores = scores[idx]
-    result.pred_classes = classes[idx]
+    result.scores = scores
+    result.pred_classes = classes
     if mask_logits is not None:
-        result.pred_masks = _binary_masks(mask_logits[idx], padded_size, image_size, output_size)
+        result.pred_masks = _binary_masks(mask_logits, padded_size, image_size, output_size)
     return result
 
 
@@ -150,11 +161,21 @@ def _binary_masks(mask_logits, padded_size, image_size, output_size, chunk=16):
     return torch.cat(out)
 
 
+def semantic_queries(logits, floor=0.0):
+    """The queries semantic scores are summed over: those whose best real-class probability
+    is at least ``floor``; a query left out would have added less than ``floor`` to any class's
+    score at any pixel (its p(class) x sigmoid(mask) is below its best p(class)), so it can
+    only move the argmax where the two best classes are closer than that.
+    logits: N x (K+1). Returns N bool."""
+    return logits.softmax(-1)[:, :-1].max(-1).values >= floor
+
+
 def semantic_results(logits, mask_logits, output_size):
     """Per-class scores C x H x W: sum over queries of p(class) * sigmoid(mask).
 
-    logits: N x (K+1); mask_logits: N x h' x w' over the image's valid region. The sum is
-    taken at the mask stride, then upsampled bilinearly to ``output_size``.
+    logits: T x (K+1) and mask_logits: T x h' x w' over the image's valid region, of the
+    queries summed over (``semantic_queries``). The sum is taken at the mask stride, then
+    upsampled bilinearly to ``output_size``.
     """
     probs = logits.softmax(-1)[:, :-1]
     scores = torch.einsum("qc,qhw->chw", probs, mask_logits.sigmoid())

@@ -1,0 +1,99 @@
+"""MODEL.DETR.TEST.MASK_SCORE_FLOOR: instance and semantic outputs computed on the queries at
+or above the floor equal the exact mode (MASK_HEAD.ALL_QUERIES True) when the floor removes no
+query, and otherwise lack exactly the contributions of the queries below it."""
+import pytest
+import torch
+from detectron2.modeling import build_model
+
+from detr_panoptic_d2.benchmark.inference import compare_outputs
+from detr_panoptic_d2.benchmark.synthetic import fit_class_head
+from detr_panoptic_d2.modeling import postprocessing
+
+from .helpers import make_input, tiny_cfg
+
+NUM_CLASSES = 133  # COCO panoptic: things 0..79, stuff 80..132
+
+
+def _batch():
+    return [make_input(64, 96, with_targets=False), make_input(96, 72, seed=1, with_targets=False)]
+
+
+def _models(floor):
+    """(exact, floored) DetrPanoptic with every output on and the same weights, whose class head
+    gives the queries of ``_batch()`` spread-out scores: query q predicts a random class with
+    logit a_q and "no object" with logit b_q, a and b uniform in [0, 8)."""
+    models = []
+    for all_queries in (True, False):
+        cfg = tiny_cfg(num_classes=NUM_CLASSES, dataset="coco_2017_val_panoptic")
+        cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
+        cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.5
+        cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
+        cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = floor
+        torch.manual_seed(0)
+        models.append(build_model(cfg).eval())
+    g = torch.Generator().manual_seed(0)
+    target = torch.zeros(2, 10, NUM_CLASSES + 1)
+    rows = torch.arange(2)[:, None], torch.arange(10)[None]
+    target[rows + (torch.randint(0, NUM_CLASSES, (2, 10), generator=g),)] = 8 * torch.rand(2, 10, generator=g)
+    target[..., -1] = 8 * torch.rand(2, 10, generator=g)
+    fit_class_head(models[0], _batch(), target)
+    models[1].load_state_dict(models[0].state_dict())
+    return models
+
+
+def _run(model):
+    rows = []
+    model.mask_head.register_forward_hook(lambda m, args, out: rows.append(out))
+    with torch.no_grad():
+        return model(_batch()), torch.cat(rows)
+
+
+def _query_scores(model):
+    """Per image: (score N, logits N x (K+1)) of the last layer; score = best real-class probability."""
+    with torch.no_grad():
+        images, mask = model.preprocess_image(_batch())
+        logits = model.detect(images.tensor, mask).logits[-1]
+    return logits.softmax(-1)[..., :-1].max(-1).values, logits
+
+
+def test_floor_removing_no_query_equals_the_exact_mode():
+    exact_model, _ = _models(0.0)
+    scores, _ = _query_scores(exact_model)
+    lowest = scores.min().item()
+    for floor in (0.0, 0.999 * lowest):
+        exact, floored = (_run(m)[0] for m in _models(floor))
+        assert compare_outputs(exact, floored)["identical"], floor
+        assert all(len(o["instances"]) > 0 for o in exact)
+
+
+@pytest.mark.parametrize("floor", [0.2, 0.6])
+def test_floor_drops_only_the_queries_below_it(floor):
+    exact_model, floored_model = _models(floor)
+    scores, logits = _query_scores(exact_model)
+    (exact, all_masks), (floored, some_masks) = _run(exact_model), _run(floored_model)
+    assert len(some_masks) < len(all_masks)
+    assert compare_outputs(
+        [{"panoptic_seg": o["panoptic_seg"]} for o in exact], [{"panoptic_seg": o["panoptic_seg"]} for o in floored]
+    )["identical"]
+    dropped_somewhere = False
+    for i, (e, f) in enumerate(zip(exact, floored)):
+        # Instances: the exact mode's detections at or above the floor, values unchanged.
+        above = e["instances"].scores >= floor
+        assert compare_outputs([{"instances": e["instances"][above]}], [{"instances": f["instances"]}])["identical"]
+        dropped_somewhere |= not bool(above.all())
+        # Semantic scores: the exact ones minus the contributions of the queries below the floor.
+        below = scores[i] < floor
+        masks = all_masks.view(2, 10, *all_masks.shape[-2:])[i]
+        h, w = (-(-s // 4) for s in e["sem_seg"].shape[-2:])
+        missing = postprocessing.semantic_results(logits[i][below], masks[below][:, :h, :w], e["sem_seg"].shape[-2:])
+        torch.testing.assert_close(f["sem_seg"] + missing, e["sem_seg"], rtol=1e-5, atol=1e-5)
+        assert torch.equal(f["sem_seg"], e["sem_seg"]) == (not below.any())
+        dropped_somewhere |= bool(below.any())
+    assert dropped_somewhere
+
+
+def test_floor_outside_zero_one_is_refused():
+    cfg = tiny_cfg(num_classes=NUM_CLASSES, dataset="coco_2017_val_panoptic")
+    cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = 1.5
+    with pytest.raises(ValueError, match="MASK_SCORE_FLOOR must be in \\[0, 1\\], got 1.5"):
+        build_model(cfg)
