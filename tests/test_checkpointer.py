@@ -21,22 +21,38 @@ def model():
     return build_model(tiny_cfg())
 
 
-def test_save_then_load_round_trip_with_optimizer_state(model, tmp_path):
+def test_save_then_load_round_trip_with_optimizer_and_scheduler_state(model, tmp_path):
+    """--resume restores the weights, AdamW's step counts and moments (values) and the
+    learning-rate schedule's position, from the file ``last_checkpoint`` names."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.1)
     model.train()
-    sum(model([make_input(64, 64, classes=(1,))]).values()).backward()
-    optimizer.step()
-    ckpt = DetrCheckpointer(model, str(tmp_path), optimizer=optimizer)
+    for _ in range(3):
+        optimizer.zero_grad()
+        sum(model([make_input(64, 64, classes=(1,))]).values()).backward()
+        optimizer.step()
+        scheduler.step()
+    ckpt = DetrCheckpointer(model, str(tmp_path), optimizer=optimizer, scheduler=scheduler)
     ckpt.save("model_0000009", iteration=9)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
     assert open(tmp_path / "last_checkpoint").read() == "model_0000009.pth"
     fresh = build_model(tiny_cfg())
     fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-4)
-    extra = DetrCheckpointer(fresh, str(tmp_path), optimizer=fresh_opt).resume_or_load("", resume=True)
+    fresh_sched = torch.optim.lr_scheduler.MultiStepLR(fresh_opt, milestones=[2], gamma=0.1)
+    extra = DetrCheckpointer(fresh, str(tmp_path), optimizer=fresh_opt, scheduler=fresh_sched).resume_or_load(
+        "", resume=True
+    )
     assert extra["iteration"] == 9
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
-    assert fresh_opt.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    saved, restored = optimizer.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert saved and saved.keys() == restored.keys()
+    for k in saved:
+        assert restored[k]["step"].item() == 3
+        assert torch.equal(restored[k]["exp_avg"], saved[k]["exp_avg"])
+        assert torch.equal(restored[k]["exp_avg_sq"], saved[k]["exp_avg_sq"])
+    assert fresh_sched.last_epoch == 3
+    assert [g["lr"] for g in fresh_opt.param_groups] == pytest.approx([1e-5])
 
 
 def test_pth_with_foreign_object_is_refused(model, tmp_path):

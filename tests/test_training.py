@@ -125,6 +125,15 @@ def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_p
     assert "group_query_embed.weight" in saved["model"]
     for name, value in second.model.state_dict().items():
         assert torch.equal(value, saved["model"][name]), name
+    # AdamW's step counts and moments are those of iteration 3, not a fresh optimizer's.
+    saved_moments = saved["trainer"]["_trainer"]["optimizer"]["state"]
+    restored = second.optimizer.state_dict()["state"]
+    assert saved_moments and restored.keys() == saved_moments.keys()
+    for k, moments in saved_moments.items():
+        assert restored[k]["step"].item() == 4
+        for name, value in moments.items():
+            assert torch.equal(restored[k][name], value), (k, name)
+    assert second.scheduler.last_epoch == 4  # a fresh schedule is at 0
     second.train()
     # Iterations 4 and 5 ran, after the lr drop at 4 (the schedule was restored too).
     assert record.steps == [(4, pytest.approx(1e-4)), (5, pytest.approx(1e-4))]
