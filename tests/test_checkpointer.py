@@ -1,6 +1,11 @@
 """DetrCheckpointer: safe loading of .pth and model-zoo .pkl files, atomic saving."""
+import itertools
+import multiprocessing
 import os
 import pickle
+import random
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -102,3 +107,39 @@ def test_failed_save_leaves_no_partial_file_and_keeps_the_last_tag(model, tmp_pa
         ckpt.save("model_0000002")
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
     assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"
+
+
+def _save_forever(folder, first):
+    """Child process: saves checkpoints of a 4 MB model, numbered from ``first``, until killed."""
+    module = torch.nn.Linear(1000, 1000)
+    torch.nn.init.constant_(module.weight, 0.5)
+    ckpt = DetrCheckpointer(module, folder)
+    for i in itertools.count(first):
+        ckpt.save(f"model_{i:07d}")
+
+
+def _checkpoints(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".pth"))
+
+
+def test_killed_while_saving_leaves_only_complete_checkpoints(tmp_path):
+    """SIGKILL a process that does nothing but save, after its first save, several times: every
+    file under a checkpoint's name loads in full, and ``last_checkpoint`` names one of them. A
+    kill inside a save leaves its temporary file (``.tmp.<pid>``); the test insists on two such kills."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        before = len(_checkpoints(tmp_path))
+        child = context.Process(target=_save_forever, args=(str(tmp_path), 1000 * attempt))
+        child.start()
+        while len(_checkpoints(tmp_path)) == before:
+            time.sleep(0.005)
+        time.sleep(random.Random(attempt).uniform(0, 0.05))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        for name in _checkpoints(tmp_path):
+            weight = torch.load(tmp_path / name, weights_only=True)["model"]["weight"]
+            assert weight.shape == (1000, 1000) and (weight == 0.5).all(), name
+        assert (tmp_path / "last_checkpoint").read_text() in _checkpoints(tmp_path)
+        if sum(".tmp." in f for f in os.listdir(tmp_path)) >= 2:
+            return
+    pytest.fail("fewer than two kills landed inside a save")
