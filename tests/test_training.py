@@ -15,6 +15,8 @@ from detectron2.utils import comm
 
 from detr_panoptic_d2.checkpoint import load_model_state
 from detr_panoptic_d2.engine import DetrTrainer
+from detr_panoptic_d2.modeling import HungarianMatcher
+from detr_panoptic_d2.modeling.criterion import SetCriterion
 
 from .helpers import load_tool, register_tiny_shapes, tiny_training_cfg, write_cfg
 
@@ -203,3 +205,22 @@ def test_two_process_ddp_on_cpu(tiny_shapes, tiny_shapes_root, tmp_path, frozen_
         boxes = load_model_state(str(tmp_path / "boxes.pth"))
         final = load_model_state(str(tmp_path / "run" / "model_final.pth"))
         assert all(torch.equal(final[k], v) for k, v in boxes.items())
+
+
+def _num_boxes_worker(out_dir):
+    """One rank: 1 target segment on rank 0, 3 + 1 on rank 1; writes the criterion's normaliser."""
+    counts = [1] if comm.get_rank() == 0 else [3, 1]
+    targets = [{"labels": torch.zeros(n, dtype=torch.int64)} for n in counts]
+    num_boxes = SetCriterion(3, HungarianMatcher()).num_boxes(targets, torch.device("cpu"))
+    with open(os.path.join(out_dir, f"num_boxes{comm.get_rank()}.json"), "w") as f:
+        json.dump(num_boxes, f)
+
+
+@pytest.mark.slow
+def test_box_normaliser_is_averaged_over_processes(tmp_path):
+    """With 1 target segment on one process and 4 on the other, both divide their box and mask
+    losses by the mean, 2.5 (DETR's num_boxes over GLOO), not by their own count."""
+    launch(_num_boxes_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    for rank in range(2):
+        with open(tmp_path / f"num_boxes{rank}.json") as f:
+            assert json.load(f) == 2.5
