@@ -134,6 +134,15 @@ def test_evaluating_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
         DetrCheckpointer(model).load_complete("")
 
 
+def test_evaluating_a_box_only_checkpoint_with_a_mask_model_names_the_missing_keys(tmp_path):
+    """A checkpoint of the box-only detector (stage 1) holds no mask head: loading it for
+    evaluation into a mask model refuses, naming the file and the missing mask-head keys."""
+    DetrCheckpointer(build_model(tiny_cfg(mask_on=False)), str(tmp_path)).save("boxes")
+    model = build_model(tiny_cfg())
+    with pytest.raises(ValueError, match=r"boxes.pth.*missing \[.*'mask_head\."):
+        DetrCheckpointer(model).load_complete(str(tmp_path / "boxes.pth"))
+
+
 def test_loading_for_training_reports_missing_and_extra_keys(tmp_path):
     source = build_model(tiny_cfg(mask_on=False))
     state = {k: v for k, v in source.state_dict().items() if k != "query_embed.weight"}
