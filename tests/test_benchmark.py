@@ -72,7 +72,9 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     comparison = training["comparison"]
     assert comparison["losses_max_abs_diff"] <= 1e-6
     assert comparison["grads_max_abs_diff"] <= 1e-4 * comparison["grads_max_abs"]
-    assert training["speedup"] > 0
+    assert training["speedup"] == pytest.approx(ref["total"]["median"] / ours["total"]["median"])
+    for section in (inference, training):
+        assert f"x{section['speedup']:.2f} end to end" in proc.stdout
 
 
 @pytest.mark.parametrize("outputs, rows", [("panoptic", 2), ("all", 6)])

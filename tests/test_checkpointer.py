@@ -1,6 +1,11 @@
 """DetrCheckpointer: safe loading of .pth and model-zoo .pkl files, atomic saving."""
+import itertools
+import multiprocessing
 import os
 import pickle
+import random
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -21,22 +26,38 @@ def model():
     return build_model(tiny_cfg())
 
 
-def test_save_then_load_round_trip_with_optimizer_state(model, tmp_path):
+def test_save_then_load_round_trip_with_optimizer_and_scheduler_state(model, tmp_path):
+    """--resume restores the weights, AdamW's step counts and moments (values) and the
+    learning-rate schedule's position, from the file ``last_checkpoint`` names."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2], gamma=0.1)
     model.train()
-    sum(model([make_input(64, 64, classes=(1,))]).values()).backward()
-    optimizer.step()
-    ckpt = DetrCheckpointer(model, str(tmp_path), optimizer=optimizer)
+    for _ in range(3):
+        optimizer.zero_grad()
+        sum(model([make_input(64, 64, classes=(1,))]).values()).backward()
+        optimizer.step()
+        scheduler.step()
+    ckpt = DetrCheckpointer(model, str(tmp_path), optimizer=optimizer, scheduler=scheduler)
     ckpt.save("model_0000009", iteration=9)
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000009.pth"]
     assert open(tmp_path / "last_checkpoint").read() == "model_0000009.pth"
     fresh = build_model(tiny_cfg())
     fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-4)
-    extra = DetrCheckpointer(fresh, str(tmp_path), optimizer=fresh_opt).resume_or_load("", resume=True)
+    fresh_sched = torch.optim.lr_scheduler.MultiStepLR(fresh_opt, milestones=[2], gamma=0.1)
+    extra = DetrCheckpointer(fresh, str(tmp_path), optimizer=fresh_opt, scheduler=fresh_sched).resume_or_load(
+        "", resume=True
+    )
     assert extra["iteration"] == 9
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a, b), name
-    assert fresh_opt.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    saved, restored = optimizer.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert saved and saved.keys() == restored.keys()
+    for k in saved:
+        assert restored[k]["step"].item() == 3
+        assert torch.equal(restored[k]["exp_avg"], saved[k]["exp_avg"])
+        assert torch.equal(restored[k]["exp_avg_sq"], saved[k]["exp_avg_sq"])
+    assert fresh_sched.last_epoch == 3
+    assert [g["lr"] for g in fresh_opt.param_groups] == pytest.approx([1e-5])
 
 
 def test_pth_with_foreign_object_is_refused(model, tmp_path):
@@ -86,3 +107,39 @@ def test_failed_save_leaves_no_partial_file_and_keeps_the_last_tag(model, tmp_pa
         ckpt.save("model_0000002")
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000001.pth"]
     assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"
+
+
+def _save_forever(folder, first):
+    """Child process: saves checkpoints of a 4 MB model, numbered from ``first``, until killed."""
+    module = torch.nn.Linear(1000, 1000)
+    torch.nn.init.constant_(module.weight, 0.5)
+    ckpt = DetrCheckpointer(module, folder)
+    for i in itertools.count(first):
+        ckpt.save(f"model_{i:07d}")
+
+
+def _checkpoints(folder):
+    return sorted(f for f in os.listdir(folder) if f.endswith(".pth"))
+
+
+def test_killed_while_saving_leaves_only_complete_checkpoints(tmp_path):
+    """SIGKILL a process that does nothing but save, after its first save, several times: every
+    file under a checkpoint's name loads in full, and ``last_checkpoint`` names one of them. A
+    kill inside a save leaves its temporary file (``.tmp.<pid>``); the test insists on two such kills."""
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        before = len(_checkpoints(tmp_path))
+        child = context.Process(target=_save_forever, args=(str(tmp_path), 1000 * attempt))
+        child.start()
+        while len(_checkpoints(tmp_path)) == before:
+            time.sleep(0.005)
+        time.sleep(random.Random(attempt).uniform(0, 0.05))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        for name in _checkpoints(tmp_path):
+            weight = torch.load(tmp_path / name, weights_only=True)["model"]["weight"]
+            assert weight.shape == (1000, 1000) and (weight == 0.5).all(), name
+        assert (tmp_path / "last_checkpoint").read_text() in _checkpoints(tmp_path)
+        if sum(".tmp." in f for f in os.listdir(tmp_path)) >= 2:
+            return
+    pytest.fail("fewer than two kills landed inside a save")

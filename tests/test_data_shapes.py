@@ -19,7 +19,7 @@ from panopticapi.utils import rgb2id
 from PIL import Image
 
 import detr_panoptic_d2  # noqa: F401  (registers the builtin shapes splits)
-from detr_panoptic_d2.engine.evaluators import ThingsCOCOEvaluator
+from detr_panoptic_d2.engine.evaluators import PanopticSemSegEvaluator, ThingsCOCOEvaluator
 from detr_panoptic_d2.data.shapes import CATEGORIES, ensure_split, generate, generate_split
 from detr_panoptic_d2.data.shapes import register_shapes_panoptic, split_paths
 
@@ -271,6 +271,20 @@ def test_ground_truth_scores_ap_100_with_coco_evaluator(shapes, things_only_json
     assert results["segm"]["AP"] == pytest.approx(100.0)
 
 
+def _ground_truth_as_scores(evaluator, dataset_name):
+    """Feeds ``evaluator`` the one-hot scores of each image's semantic PNG; returns the set of
+    contiguous ids seen."""
+    evaluator.reset()
+    num_classes = len(MetadataCatalog.get(dataset_name).stuff_classes)
+    seen = set()
+    for d in DatasetCatalog.get(dataset_name):
+        semantic = torch.from_numpy(np.asarray(Image.open(d["sem_seg_file_name"])).astype(np.int64))
+        seen |= set(semantic.unique().tolist())
+        scores = torch.nn.functional.one_hot(semantic, num_classes).permute(2, 0, 1).float()
+        evaluator.process([d], [{"sem_seg": scores}])
+    return seen
+
+
 def test_ground_truth_through_sem_seg_evaluator(shapes):
     # The default sem_seg_loading_fn of Detectron2 fails under NumPy 2 (np.array(copy=False)).
     evaluator = SemSegEvaluator(
@@ -278,10 +292,32 @@ def test_ground_truth_through_sem_seg_evaluator(shapes):
         distributed=False,
         sem_seg_loading_fn=lambda f, dtype: np.asarray(Image.open(f), dtype=dtype),
     )
-    evaluator.reset()
-    num_classes = len(MetadataCatalog.get(shapes).stuff_classes)
-    for d in DatasetCatalog.get(shapes):
-        semantic = torch.from_numpy(np.asarray(Image.open(d["sem_seg_file_name"])).astype(np.int64))
-        scores = torch.nn.functional.one_hot(semantic, num_classes).permute(2, 0, 1).float()
-        evaluator.process([d], [{"sem_seg": scores}])
+    _ground_truth_as_scores(evaluator, shapes)
     assert evaluator.evaluate()["sem_seg"]["mIoU"] == pytest.approx(100.0)
+
+
+def test_panoptic_sem_seg_evaluator_maps_thing_pixels_back_to_dataset_ids(shapes):
+    """Under Detectron2's COCO panoptic convention the stuff map holds the stuff classes only:
+    Detectron2's SemSegEvaluator cannot name a thing pixel's dataset id in its JSON export,
+    PanopticSemSegEvaluator maps it through the thing map. Ground truth in: mIoU 100, and the
+    exported category ids are the dataset ids of the classes present."""
+    meta = MetadataCatalog.get(shapes)
+    name = f"{shapes}_stuff_map_without_things"
+    stuff_ids = {c["id"] for c in CATEGORIES if not c["isthing"]}
+    stuff_only = {k: v for k, v in meta.stuff_dataset_id_to_contiguous_id.items() if k in stuff_ids}
+    DatasetCatalog.register(name, lambda: DatasetCatalog.get(shapes))
+    MetadataCatalog.get(name).set(
+        **{k: v for k, v in meta.as_dict().items() if k not in ("name", "stuff_dataset_id_to_contiguous_id")},
+        stuff_dataset_id_to_contiguous_id=stuff_only,
+    )
+    try:
+        evaluator = PanopticSemSegEvaluator(name, distributed=False)
+        seen = _ground_truth_as_scores(evaluator, name)
+        to_dataset = {v: k for k, v in meta.thing_dataset_id_to_contiguous_id.items()}
+        to_dataset.update({v: k for k, v in stuff_only.items()})
+        assert seen - set(stuff_only.values()), "no thing pixel: the remapping went untested"
+        assert {p["category_id"] for p in evaluator._predictions} == {to_dataset[c] for c in seen}
+        assert evaluator.evaluate()["sem_seg"]["mIoU"] == pytest.approx(100.0)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

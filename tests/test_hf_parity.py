@@ -1,11 +1,14 @@
 """Numerical parity with the reference architecture (HuggingFace's port of the official DETR).
 
 A small random DetrForSegmentation is converted with detr_panoptic_d2.checkpoint and loaded into
-DetrPanoptic built from tiny_cfg(); both run on the same normalized, padded input.
+DetrPanoptic built from tiny_cfg(); both start from the same uint8 RGB pixels: the reference's
+through HuggingFace's own DetrImageProcessor (no resize: rescale, ImageNet mean and std, pad),
+ours through ``preprocess_image`` (PIXEL_MEAN, PIXEL_STD, size divisibility).
 """
 import pytest
 import torch
 from detectron2.modeling import build_model
+from transformers import DetrImageProcessor
 
 from detr_panoptic_d2.checkpoint import convert_state
 from detr_panoptic_d2.checkpoint.convert import SourceCheckpoint
@@ -24,32 +27,58 @@ def _inputs(sizes, output_sizes=None):
     ]
 
 
+def _reference_input(inputs):
+    """HuggingFace's preprocessing of the raw uint8 images: (pixel_values, pixel_mask)."""
+    processor = DetrImageProcessor(do_resize=False)
+    batch = processor([x["image"].permute(1, 2, 0).numpy() for x in inputs], return_tensors="pt")
+    return batch["pixel_values"], batch["pixel_mask"]
+
+
 def _model_pair(inputs, all_queries, threshold=0.85, position_embedding="sine"):
-    """(ours, reference, normalized padded images, padding mask) with the same weights."""
+    """(ours, reference, our normalized padded images, our padding mask, the reference's
+    (pixel_values, pixel_mask)) with the same weights."""
     cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
     cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
     cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = threshold
     cfg.MODEL.DETR.POSITION_EMBEDDING = position_embedding
     ours = build_model(cfg).eval()
     images, padding = ours.preprocess_image(inputs)
+    pixels = _reference_input(inputs)
     reference = tiny_hf_detr(num_labels=5, position_embedding=position_embedding)
-    separate_queries_(reference, images.tensor, (~padding).long())
+    separate_queries_(reference, *pixels)
     conversion = convert_state(SourceCheckpoint("tiny HuggingFace model", reference.state_dict()), classes="keep")
     incompatible = ours.load_state_dict(conversion.state, strict=False)
     assert not incompatible.missing_keys and not incompatible.unexpected_keys
-    return ours, reference, images, padding
+    return ours, reference, images, padding, pixels
+
+
+@torch.no_grad()
+def test_preprocessing_equals_huggingface_image_processor():
+    """Same normalized pixels (mean, std, channel order) and padding mask as HuggingFace's
+    DetrImageProcessor from the same uint8 images; the colours differ per channel, so a swapped
+    channel order or mean would show."""
+    inputs = _inputs([(96, 128), (64, 100)])
+    model = build_model(tiny_cfg()).eval()
+    images, padding = model.preprocess_image(inputs)
+    pixel_values, pixel_mask = _reference_input(inputs)
+    assert images.tensor.shape == pixel_values.shape
+    assert (images.tensor - pixel_values).abs().max() <= 1e-5
+    assert torch.equal(~padding, pixel_mask.bool())
+    assert (inputs[0]["image"][0] != inputs[0]["image"][2]).any()
 
 
 @pytest.mark.parametrize("position_embedding", ["sine", "learned"])
 @torch.no_grad()
 def test_predictions_match_reference_on_padded_batch(position_embedding):
     inputs = _inputs([(96, 128), (64, 100)])
-    ours, reference, images, padding = _model_pair(inputs, all_queries=True, position_embedding=position_embedding)
+    ours, reference, images, padding, (pixel_values, pixel_mask) = _model_pair(
+        inputs, all_queries=True, position_embedding=position_embedding
+    )
     assert padding.any(), "the batch must be padded for this test to check the padding masks"
     out = ours.detect(images.tensor, padding)
     b, n = out.logits.shape[1:3]
     masks = ours.segment(out, torch.arange(b).repeat_interleave(n), torch.arange(n).repeat(b))
-    ref = reference(pixel_values=images.tensor, pixel_mask=(~padding).long())
+    ref = reference(pixel_values=pixel_values, pixel_mask=pixel_mask)
 
     assert (out.logits[-1] - ref.logits).abs().max() <= TOLERANCE
     assert (out.boxes[-1] - ref.pred_boxes).abs().max() <= TOLERANCE
@@ -66,10 +95,10 @@ def test_panoptic_ids_match_reference_postprocessing():
     reference model's outputs, at the reference threshold 0.85, resized to another output size."""
     threshold = 0.85
     inputs = _inputs([(96, 128)], output_sizes=[(120, 160)])
-    ours, reference, images, padding = _model_pair(inputs, all_queries=False, threshold=threshold)
+    ours, reference, _, _, (pixel_values, pixel_mask) = _model_pair(inputs, all_queries=False, threshold=threshold)
     panoptic, segments = ours(inputs)[0]["panoptic_seg"]
 
-    ref = reference(pixel_values=images.tensor, pixel_mask=(~padding).long())
+    ref = reference(pixel_values=pixel_values, pixel_mask=pixel_mask)
     scores, labels = ref.logits[0].softmax(-1).max(-1)
     keep = (labels != ref.logits.shape[-1] - 1) & (scores > threshold)
     labels = labels[keep]

@@ -105,12 +105,19 @@ def test_box_losses_vanish_on_perfect_predictions():
     assert sorted(zip(indices[0][0].tolist(), indices[0][1].tolist())) == [(1, 1), (2, 0)]
 
 
-def test_losses_are_finite_without_targets():
+def test_losses_without_targets_train_every_query_to_say_no_object():
+    """An image without targets: the class loss is the mean over queries of -log p(no object)
+    (all weights equal, so the 0.1 cancels), its gradient raises every no-object logit, and the
+    box and mask losses are 0."""
     crit = _criterion()
     targets = [{"labels": torch.zeros(0, dtype=torch.long), "boxes": torch.zeros(0, 4)}]
-    logits = torch.randn(1, 4, 4, requires_grad=True)
-    _, losses = crit.layer_losses(logits, torch.rand(1, 4, 4), targets, num_boxes=1)
-    assert all(torch.isfinite(v) for v in losses.values())
+    logits = torch.tensor([[[2.0, 0.0, -1.0, 0.5], [0.0, 3.0, 1.0, -2.0], [1.0, 1.0, 1.0, 1.0]]], requires_grad=True)
+    _, losses = crit.layer_losses(logits, torch.rand(1, 3, 4), targets, num_boxes=1)
+    no_object = [torch.tensor(row).softmax(0)[-1].item() for row in logits[0].tolist()]
+    expected = -sum(torch.log(torch.tensor(p)) for p in no_object) / 3
+    assert losses["loss_ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+    losses["loss_ce"].backward()
+    assert (logits.grad[0, :, -1] < 0).all() and (logits.grad[0, :, :-1] > 0).all()
     assert losses["loss_bbox"] == 0 and losses["loss_giou"] == 0
     masks = crit.mask_losses(torch.zeros(0, 4, 4), torch.zeros(0, 16, 16), num_boxes=1)
     assert masks["loss_mask"] == 0 and masks["loss_dice"] == 0
@@ -129,13 +136,17 @@ def test_mask_losses_are_low_for_right_masks_and_high_for_wrong():
 
 
 def test_class_loss_weights_no_object():
+    """Weighted mean of the per-query cross-entropies: the matched query's (class 0) counts 1,
+    the unmatched query's (target no-object) counts 0.1, on non-uniform logits."""
     crit = SetCriterion(2, HungarianMatcher(), no_object_weight=0.1)
-    logits = torch.zeros(1, 2, 3)
+    logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
     targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
     indices = [(torch.tensor([0]), torch.tensor([0]))]
-    # Uniform logits: every query has CE log(3); weighted mean is still log(3).
-    assert crit.class_loss(logits, targets, indices).item() == pytest.approx(torch.log(torch.tensor(3.0)).item())
-    assert crit.empty_weight.tolist() == pytest.approx([1.0, 1.0, 0.1])
+    e = torch.exp(torch.tensor(1.0)).item()
+    ce_matched = torch.log(torch.tensor(e**2 + 2)).item() - 2  # -log softmax(2, 0, 0)[0]
+    ce_unmatched = torch.log(torch.tensor(2 + e)).item()  # -log softmax(0, 1, 0)[2]
+    expected = (1.0 * ce_matched + 0.1 * ce_unmatched) / 1.1
+    assert crit.class_loss(logits, targets, indices).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_mask_head_on_subset_equals_rows_of_all_queries():

@@ -1,4 +1,5 @@
-"""Step 8: the panoptic merge reproduces the reference post-processing exactly."""
+"""Step 8: the panoptic merge reproduces the reference post-processing exactly; instance and
+semantic outputs give hand-computed values."""
 import numpy as np
 import pytest
 import torch
@@ -144,3 +145,41 @@ def test_semantic_and_instance_outputs_have_detectron2_shapes():
     assert all(is_thing[c] for c in inst.pred_classes)
     assert torch.allclose(inst.pred_boxes.tensor[:1], torch.tensor([[32.0, 18.0, 48.0, 42.0]]))
     assert (inst.scores[:-1] >= inst.scores[1:]).all()
+
+
+def test_instances_by_hand_threshold_crop_resize_and_order():
+    """Masks: logits upsampled bilinearly (stride 4) to the padded 16 x 16, > 0, cropped to the
+    12 x 16 image, nearest-resized x2 to the 24 x 32 output. Query 0's +1 block over rows and
+    columns 0-1 (else -3) crosses 0 between pixels 6 and 7: a 14 x 14 square in the output.
+    Query 1 is positive only in the padding rows 13-15: empty after the crop. Query 2 is stuff:
+    not an instance. Order by score; boxes scaled to the output size."""
+    probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.5, 0.2, 0.2], [0.1, 0.1, 0.6, 0.2]])
+    boxes = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 0.2, 0.2]])
+    masks = torch.full((3, 4, 4), -3.0)
+    masks[0, :2, :2] = 1.0
+    masks[1, 3] = 1.0
+    is_thing = torch.tensor([True, True, False])
+    inst = postprocessing.instance_results(probs.log(), boxes, masks, is_thing, (16, 16), (12, 16), (24, 32), topk=100)
+    assert inst.pred_classes.tolist() == [0, 1]
+    assert inst.scores.tolist() == pytest.approx([0.7, 0.5])
+    assert inst.pred_boxes.tensor.tolist() == [[0, 0, 16, 12], [0, 0, 32, 24]]
+    square = torch.zeros(24, 32, dtype=torch.bool)
+    square[:14, :14] = True
+    assert torch.equal(inst.pred_masks[0], square)
+    assert not inst.pred_masks[1].any()
+    top1 = postprocessing.instance_results(probs.log(), boxes, masks, is_thing, (16, 16), (12, 16), (24, 32), topk=1)
+    assert top1.pred_classes.tolist() == [0]
+
+
+def test_semantic_scores_by_hand_per_class_sum_then_bilinear_resize():
+    """sem_seg[c] = sum over queries of p(c) * sigmoid(mask), at the mask stride, then resized
+    bilinearly (half-pixel centres) from 1 x 2 to 2 x 4: columns a, (3a + b) / 4, (a + 3b) / 4, b.
+    Query 0: p = (0.6, 0.3), sigmoid = (0.5, 0.25); query 1: p = (0.2, 0.2), sigmoid = (0.75, 0.5)."""
+    probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
+    masks = torch.tensor([[[0.0, -torch.log(torch.tensor(3.0))]], [[torch.log(torch.tensor(3.0)), 0.0]]])
+    sem = postprocessing.semantic_results(probs.log(), masks, (2, 4))
+    class0 = (0.6 * 0.5 + 0.2 * 0.75, 0.6 * 0.25 + 0.2 * 0.5)  # 0.45, 0.25
+    class1 = (0.3 * 0.5 + 0.2 * 0.75, 0.3 * 0.25 + 0.2 * 0.5)  # 0.3, 0.175
+    expected = torch.tensor([[a, (3 * a + b) / 4, (a + 3 * b) / 4, b] for a, b in (class0, class1)])
+    assert sem.shape == (2, 2, 4)
+    assert torch.allclose(sem, expected[:, None].expand(2, 2, 4), atol=1e-6)

@@ -134,6 +134,15 @@ def test_evaluating_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
         DetrCheckpointer(model).load_complete("")
 
 
+def test_evaluating_a_box_only_checkpoint_with_a_mask_model_names_the_missing_keys(tmp_path):
+    """A checkpoint of the box-only detector (stage 1) holds no mask head: loading it for
+    evaluation into a mask model refuses, naming the file and the missing mask-head keys."""
+    DetrCheckpointer(build_model(tiny_cfg(mask_on=False)), str(tmp_path)).save("boxes")
+    model = build_model(tiny_cfg())
+    with pytest.raises(ValueError, match=r"boxes.pth.*missing \[.*'mask_head\."):
+        DetrCheckpointer(model).load_complete(str(tmp_path / "boxes.pth"))
+
+
 def test_loading_for_training_reports_missing_and_extra_keys(tmp_path):
     source = build_model(tiny_cfg(mask_on=False))
     state = {k: v for k, v in source.state_dict().items() if k != "query_embed.weight"}
@@ -154,16 +163,24 @@ def test_loading_for_training_reports_missing_and_extra_keys(tmp_path):
 
 
 def test_inference_on_tiny_and_mixed_size_images(tmp_path):
-    model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")).eval()
+    """A 1 x 1, a 20 x 9 and a 70 x 100 image in one batch, every query kept: outputs in each
+    image's size. The 1-pixel image is void (every segment has 1 <= SMALL_SEGMENT_AREA pixels);
+    the others are covered by segments whose ids and areas are those of ``segments_info``."""
+    cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
+    cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0
+    model = build_model(cfg).eval()
     with torch.no_grad():
-        model.class_embed.bias[-1] = -10.0  # every query kept
+        model.class_embed.bias[-1] = -10.0  # no query says "no object"
         batch = [make_input(1, 1, with_targets=False), make_input(20, 9, seed=1, with_targets=False),
                  make_input(70, 100, seed=2, with_targets=False)]
         results = model(batch)
     for x, r in zip(batch, results):
-        seg, info = r["panoptic_seg"]
-        assert seg.shape == (x["height"], x["width"])
-        assert sorted(seg.unique().tolist()) == sorted(s["id"] for s in info) or (not info and (seg == 0).all())
+        assert r["panoptic_seg"][0].shape == (x["height"], x["width"])
+    seg, info = results[0]["panoptic_seg"]
+    assert info == [] and seg.item() == 0
+    for seg, info in (r["panoptic_seg"] for r in results[1:]):
+        assert info and (seg > 0).all()
+        assert {s["id"]: s["area"] for s in info} == {int(i): int((seg == i).sum()) for i in seg.unique()}
 
 
 def test_non_finite_input_image_is_reported():

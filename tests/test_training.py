@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import HookBase, default_argument_parser, launch
 from detectron2.modeling import build_model
@@ -15,8 +16,59 @@ from detectron2.utils import comm
 
 from detr_panoptic_d2.checkpoint import load_model_state
 from detr_panoptic_d2.engine import DetrTrainer
+from detr_panoptic_d2.modeling import HungarianMatcher
+from detr_panoptic_d2.modeling.criterion import SetCriterion
 
-from .helpers import load_tool, register_tiny_shapes, tiny_training_cfg, write_cfg
+from .helpers import load_tool, make_input, register_tiny_shapes, tiny_cfg, tiny_training_cfg, write_cfg
+
+
+def _painted_input(classes, seed):
+    """make_input's 64 x 64 image and rectangles, each rectangle painted its own colour."""
+    x = make_input(64, 64, classes=classes, seed=seed)
+    for i, mask in enumerate(x["instances"].gt_masks.tensor):
+        x["image"][:, mask] = torch.tensor([255 * (i % 2), 60 * i, 255 - 80 * i], dtype=torch.uint8)[:, None]
+    return x
+
+
+@torch.no_grad()
+def _matched_mask_ious(model, batch):
+    """IoU of each target mask with the mask (logits > 0, at the padded size) of the query the
+    Hungarian matcher gives it, in batch order."""
+    images, padding = model.preprocess_image(batch)
+    targets = model.prepare_targets(batch, images)
+    out = model.detect(images.tensor, padding)
+    indices = model.criterion.matcher(out.logits[-1], out.boxes[-1], targets)
+    batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
+    logits = model.segment(out, batch_idx, torch.cat([src for src, _ in indices]))
+    masks = F.interpolate(logits[:, None], size=images.tensor.shape[-2:], mode="bilinear")[:, 0] > 0
+    truth = torch.cat([t["masks"][tgt] for t, (_, tgt) in zip(targets, indices)])
+    return ((masks & truth).sum((1, 2)) / (masks | truth).sum((1, 2))).tolist()
+
+
+def test_thirty_iterations_overfit_two_images():
+    """The model learns: 30 AdamW steps (lr 1e-3) on the same two images (two painted rectangles,
+    and one rectangle as wide as the image) lower the total loss and the mask losses (focal + dice) by 15%,
+    and the single rectangle's matched mask goes from IoU < 0.5 to > 0.8 (the mean over the three
+    from < 0.35 to > 0.55)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg()).train()
+    batch = [_painted_input((1, 3), seed=0), _painted_input((2,), seed=1)]
+    ious_before = _matched_mask_ious(model, batch)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(30):
+        losses = model(batch)
+        total = sum(losses.values())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append((total.item(), losses["loss_mask"].item() + losses["loss_dice"].item()))
+    (first_total, first_mask), (last_total, last_mask) = history[0], history[-1]
+    assert last_total < 0.85 * first_total
+    assert last_mask < 0.85 * first_mask
+    ious_after = _matched_mask_ious(model, batch)
+    assert ious_before[2] < 0.5 and ious_after[2] > 0.8
+    assert sum(ious_before) / 3 < 0.35 and sum(ious_after) / 3 > 0.55
 
 
 def _eval_only(train_net, cfg_file, weights, *opts):
@@ -125,6 +177,15 @@ def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_p
     assert "group_query_embed.weight" in saved["model"]
     for name, value in second.model.state_dict().items():
         assert torch.equal(value, saved["model"][name]), name
+    # AdamW's step counts and moments are those of iteration 3, not a fresh optimizer's.
+    saved_moments = saved["trainer"]["_trainer"]["optimizer"]["state"]
+    restored = second.optimizer.state_dict()["state"]
+    assert saved_moments and restored.keys() == saved_moments.keys()
+    for k, moments in saved_moments.items():
+        assert restored[k]["step"].item() == 4
+        for name, value in moments.items():
+            assert torch.equal(restored[k][name], value), (k, name)
+    assert second.scheduler.last_epoch == 4  # a fresh schedule is at 0
     second.train()
     # Iterations 4 and 5 ran, after the lr drop at 4 (the schedule was restored too).
     assert record.steps == [(4, pytest.approx(1e-4)), (5, pytest.approx(1e-4))]
@@ -194,3 +255,22 @@ def test_two_process_ddp_on_cpu(tiny_shapes, tiny_shapes_root, tmp_path, frozen_
         boxes = load_model_state(str(tmp_path / "boxes.pth"))
         final = load_model_state(str(tmp_path / "run" / "model_final.pth"))
         assert all(torch.equal(final[k], v) for k, v in boxes.items())
+
+
+def _num_boxes_worker(out_dir):
+    """One rank: 1 target segment on rank 0, 3 + 1 on rank 1; writes the criterion's normaliser."""
+    counts = [1] if comm.get_rank() == 0 else [3, 1]
+    targets = [{"labels": torch.zeros(n, dtype=torch.int64)} for n in counts]
+    num_boxes = SetCriterion(3, HungarianMatcher()).num_boxes(targets, torch.device("cpu"))
+    with open(os.path.join(out_dir, f"num_boxes{comm.get_rank()}.json"), "w") as f:
+        json.dump(num_boxes, f)
+
+
+@pytest.mark.slow
+def test_box_normaliser_is_averaged_over_processes(tmp_path):
+    """With 1 target segment on one process and 4 on the other, both divide their box and mask
+    losses by the mean, 2.5 (DETR's num_boxes over GLOO), not by their own count."""
+    launch(_num_boxes_worker, 2, dist_url="auto", args=(str(tmp_path),))
+    for rank in range(2):
+        with open(tmp_path / f"num_boxes{rank}.json") as f:
+            assert json.load(f) == 2.5
