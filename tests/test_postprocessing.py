@@ -159,7 +159,8 @@ def test_instances_by_hand_threshold_crop_resize_and_order():
     masks[0, :2, :2] = 1.0
     masks[1, 3] = 1.0
     is_thing = torch.tensor([True, True, False])
-    inst = postprocessing.instance_results(probs.log(), boxes, masks, is_thing, (16, 16), (12, 16), (24, 32), topk=100)
+    detections = postprocessing.instance_queries(probs.log(), is_thing, topk=100)
+    inst = postprocessing.instance_results(detections, boxes, masks[detections[0]], (16, 16), (12, 16), (24, 32))
     assert inst.pred_classes.tolist() == [0, 1]
     assert inst.scores.tolist() == pytest.approx([0.7, 0.5])
     assert inst.pred_boxes.tensor.tolist() == [[0, 0, 16, 12], [0, 0, 32, 24]]
@@ -167,8 +168,8 @@ def test_instances_by_hand_threshold_crop_resize_and_order():
     square[:14, :14] = True
     assert torch.equal(inst.pred_masks[0], square)
     assert not inst.pred_masks[1].any()
-    top1 = postprocessing.instance_results(probs.log(), boxes, masks, is_thing, (16, 16), (12, 16), (24, 32), topk=1)
-    assert top1.pred_classes.tolist() == [0]
+    top1 = postprocessing.instance_queries(probs.log(), is_thing, topk=1)
+    assert top1[0].tolist() == [0] and top1[2].tolist() == [0]
 
 
 def test_semantic_scores_by_hand_per_class_sum_then_bilinear_resize():
