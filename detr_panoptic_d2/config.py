@@ -51,6 +51,10 @@ def add_detr_panoptic_config(cfg):
     # With MODEL.RESNETS.RES5_DILATION 2 (DC5), keep the first res5 block undilated as
     # torchvision (and so DETR's DC5 checkpoints) does; Detectron2 dilates every block.
     cfg.MODEL.DETR.TORCHVISION_DILATION = True
+    # Run the wrapped backbone in channels-last (NHWC) memory format: the same values up to
+    # float rounding, and oneDNN's NHWC convolutions made a shapes training iteration 11%
+    # faster on this project's CPU (README, "Training faster"). Weights are stored as usual.
+    cfg.MODEL.DETR.CHANNELS_LAST = False
     # Path of a box-only checkpoint whose detector (backbone, transformer, class and box
     # heads) is loaded and frozen; only the mask head then trains (the paper's second stage).
     # Empty: nothing is frozen.

@@ -10,7 +10,7 @@ from detr_panoptic_d2.modeling import HungarianMatcher, PositionEmbeddingLearned
 from detr_panoptic_d2.modeling.backbone import downsample_mask
 from detr_panoptic_d2.modeling.criterion import SetCriterion
 
-from .helpers import make_input, tiny_cfg
+from .helpers import make_input, register_tiny_panoptic_metadata, tiny_cfg
 
 
 def _padding_mask(sizes, padded):
@@ -271,3 +271,32 @@ def test_inference_refuses_non_finite_predictions():
         model.class_embed.weight[0, 0] = float("nan")
         with pytest.raises(FloatingPointError, match="synthetic_3.png"):
             model([make_input(40, 40, seed=3, with_targets=False)])
+
+
+def test_channels_last_backbone_gives_the_same_losses_and_outputs():
+    """MODEL.DETR.CHANNELS_LAST changes the memory layout only: losses, gradients, class and box
+    predictions and mask logits equal the default layout's up to float rounding."""
+    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
+    torch.manual_seed(0)
+    plain = build_model(cfg)
+    cfg.MODEL.DETR.CHANNELS_LAST = True
+    fast = build_model(cfg)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.backbone.body.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    inputs = [make_input(64, 96, (0, 2), seed=1), make_input(80, 64, (1,), seed=2)]
+    losses = [model.train()(inputs) for model in (plain, fast)]
+    for name, value in losses[0].items():
+        assert losses[1][name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
+    sum(losses[0].values()).backward()
+    sum(losses[1].values()).backward()
+    grad = fast.backbone.body.res4[0].conv1.weight.grad  # a trained layer (the stem is frozen)
+    assert torch.allclose(grad, plain.backbone.body.res4[0].conv1.weight.grad, rtol=1e-3, atol=1e-6)
+    outs = []
+    for model in (plain.eval(), fast.eval()):
+        with torch.no_grad():
+            images, padding_mask = model.preprocess_image(inputs)
+            out = model.detect(images.tensor, padding_mask)
+            every = torch.arange(2).repeat_interleave(10), torch.arange(10).repeat(2)
+            outs.append((out.logits, out.boxes, model.segment(out, *every)))
+    for x, y in zip(*outs):
+        assert torch.allclose(x, y, rtol=1e-4, atol=1e-4)

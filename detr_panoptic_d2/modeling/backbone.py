@@ -71,6 +71,9 @@ class DetrBackbone(Backbone):
         self.position_encoding = build_position_encoding(
             cfg.MODEL.DETR.POSITION_EMBEDDING, cfg.MODEL.DETR.HIDDEN_DIM
         )
+        self.channels_last = cfg.MODEL.DETR.CHANNELS_LAST
+        if self.channels_last:
+            self.body.to(memory_format=torch.channels_last)
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return self.body.output_shape()
@@ -92,6 +95,8 @@ class DetrBackbone(Backbone):
         which moves the last bits)."""
         if padding_mask is None:
             padding_mask = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool, device=x.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if per_image and len(x) > 1:
             parts = [self.body(image[None]) for image in x]
             features = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
