@@ -34,7 +34,7 @@ def test_sweep_evaluates_once_per_threshold_with_that_threshold(tiny_shapes, tmp
 
 
 def _metrics(path, evaluations, seconds):
-    lines = [{"iteration": i, "time": seconds, "total_loss": 1.0} for i in range(19, 100, 20)]
+    lines = [{"iteration": i, "time": seconds, "total_loss": 1.0} for i in range(19, 100, 20)]  # MAX_ITER 100
     lines += [
         {"iteration": i, "panoptic_seg/PQ": pq, "panoptic_seg/PQ_th": pq - 10, "panoptic_seg/PQ_st": pq + 10}
         for i, pq in evaluations
@@ -46,7 +46,7 @@ def _metrics(path, evaluations, seconds):
 
 def test_plot_times_evaluations_by_the_runs_own_or_given_seconds_per_iteration(tmp_path, capsys):
     a = _metrics(tmp_path / "a", [(49, 20.0), (99, 40.0)], 0.5)
-    b = _metrics(tmp_path / "b", [(99, 50.0)], 0.9)
+    b = _metrics(tmp_path / "b", [(100, 50.0)], 0.9)  # the final evaluation, logged at MAX_ITER
     plot = load_tool("plot_convergence")
     plot.main([f"{a}:baseline", f"{b}:groups:0.25", "--output", str(tmp_path / "curve.png")])
     out = capsys.readouterr().out

@@ -28,8 +28,11 @@ def read_run(spec):
     with open(path, encoding="utf-8") as f:
         entries = [json.loads(line) for line in f if line.strip()]
     times = [e["time"] for e in entries if "time" in e]
+    # Iterations done: a periodic evaluation is logged at the 0-based iteration it follows, the
+    # final one at MAX_ITER, past the last training iteration.
+    last = max((e["iteration"] for e in entries if "time" in e), default=-1)
     points = [
-        (e["iteration"] + 1, e["panoptic_seg/PQ"], e["panoptic_seg/PQ_th"], e["panoptic_seg/PQ_st"])
+        (min(e["iteration"], last) + 1, e["panoptic_seg/PQ"], e["panoptic_seg/PQ_th"], e["panoptic_seg/PQ_st"])
         for e in entries
         if "panoptic_seg/PQ" in e
     ]
