@@ -126,12 +126,15 @@ def test_killed_while_saving_leaves_only_complete_checkpoints(tmp_path):
     """SIGKILL a process that does nothing but save, after its first save, several times: every
     file under a checkpoint's name loads in full, and ``last_checkpoint`` names one of them. A
     kill inside a save leaves its temporary file (``.tmp.<pid>``); the test insists on two such kills."""
-    context = multiprocessing.get_context("fork")
+    # A spawned child: a forked one can hang in torch's thread pool, inherited mid-use.
+    context = multiprocessing.get_context("spawn")
     for attempt in range(10):
         before = len(_checkpoints(tmp_path))
         child = context.Process(target=_save_forever, args=(str(tmp_path), 1000 * attempt))
         child.start()
+        deadline = time.monotonic() + 120
         while len(_checkpoints(tmp_path)) == before:
+            assert child.is_alive() and time.monotonic() < deadline, "the saving child wrote nothing"
             time.sleep(0.005)
         time.sleep(random.Random(attempt).uniform(0, 0.05))
         os.kill(child.pid, signal.SIGKILL)
