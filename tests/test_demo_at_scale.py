@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from detr_panoptic_d2.demo import images as demo_images
 from detr_panoptic_d2.demo.outputs import DemoOutputs
@@ -56,6 +57,17 @@ def _run_tool(argv):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
     cmd = [sys.executable, "tools/demo.py", *argv]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Every run of this module, in this process or in the tools' subprocesses (OMP_NUM_THREADS
+    in _run_tool), uses one torch thread: results are compared byte for byte, and float sums
+    split over another number of threads round differently."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
