@@ -52,8 +52,9 @@ def add_detr_panoptic_config(cfg):
     # torchvision (and so DETR's DC5 checkpoints) does; Detectron2 dilates every block.
     cfg.MODEL.DETR.TORCHVISION_DILATION = True
     # Run the wrapped backbone in channels-last (NHWC) memory format: the same values up to
-    # float rounding, and oneDNN's NHWC convolutions made a shapes training iteration 11%
-    # faster on this project's CPU (README, "Training faster"). Weights are stored as usual.
+    # float rounding; oneDNN's NHWC convolutions made one shapes training step 11% faster in a
+    # direct A/B, not measurably in tools/benchmark.py (README, "The training step, profiled").
+    # Checkpoints are the same either way.
     cfg.MODEL.DETR.CHANNELS_LAST = False
     # Path of a box-only checkpoint whose detector (backbone, transformer, class and box
     # heads) is loaded and frozen; only the mask head then trains (the paper's second stage).

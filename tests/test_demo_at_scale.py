@@ -152,6 +152,21 @@ def test_batches_of_4_with_workers_equal_one_image_at_a_time(model_files, good_i
     assert _tree(out) == reference_run
 
 
+def test_batches_equal_single_images_with_two_threads(model_files, good_images, tmp_path):
+    """With 2 threads a batched forward rounds differently from single images (seen in CI:
+    scores moved by 1e-8), so the batch size must not reach the model."""
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for batch in ("1", "4"):
+            out = tmp_path / f"batch{batch}"
+            assert demo.main(_argv(model_files, [good_images], out, "--batch-size", batch)) == 0
+            runs.append(_tree(out))
+    finally:
+        torch.set_num_threads(1)
+    assert runs[0] == runs[1]
+
+
 def test_same_size_batches_group_by_network_input_size():
     import torch
 

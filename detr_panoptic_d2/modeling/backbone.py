@@ -86,22 +86,14 @@ class DetrBackbone(Backbone):
     def padding_constraints(self):
         return self.body.padding_constraints
 
-    def forward(self, x, padding_mask=None, per_image=False):
+    def forward(self, x, padding_mask=None):
         """x: B x 3 x H x W normalized images; padding_mask: B x H x W bool (True = padding),
-        None for unpadded images. Returns a DetrFeatures.
-
-        per_image: run the wrapped backbone on one image at a time, so that each image's maps
-        do not depend on the batch (oneDNN and cuDNN pick convolution algorithms by batch size,
-        which moves the last bits)."""
+        None for unpadded images. Returns a DetrFeatures."""
         if padding_mask is None:
             padding_mask = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool, device=x.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        if per_image and len(x) > 1:
-            parts = [self.body(image[None]) for image in x]
-            features = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-        else:
-            features = self.body(x)
+        features = self.body(x)
         masks = {name: downsample_mask(padding_mask, f.shape[-2:]) for name, f in features.items()}
         pos = self.position_encoding(masks[self.in_feature]).to(features[self.in_feature].dtype)
         return DetrFeatures(features, masks, pos)

@@ -315,11 +315,10 @@ class DetrPanoptic(nn.Module):
             return torch.cat([self.query_embed.weight, self.group_query_embed.weight])
         return self.query_embed.weight
 
-    def detect(self, images, padding_mask, per_image_backbone=False):
+    def detect(self, images, padding_mask):
         """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs
-        with G*N queries (G = 1 in inference). per_image_backbone: see DetrBackbone.forward's
-        per_image (inference sets it)."""
-        feats = self.backbone(images, padding_mask, per_image=per_image_backbone)
+        with G*N queries (G = 1 in inference)."""
+        feats = self.backbone(images, padding_mask)
         projected = self.input_proj(feats.features[self.in_feature])
         memory_mask = feats.masks[self.in_feature]
         queries = self.object_queries()
@@ -362,7 +361,7 @@ class DetrPanoptic(nn.Module):
         if self.training:
             return self.losses(batched_inputs, images, padding_mask)
         with self.inference_autocast():
-            out = self.detect(images.tensor, padding_mask, per_image_backbone=True)
+            out = self.detect(images.tensor, padding_mask)
         return self.inference(batched_inputs, images, out)
 
     def inference_autocast(self):
