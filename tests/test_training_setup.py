@@ -73,8 +73,9 @@ def test_eval_only_ignores_frozen_weights_and_cpu_fallback(monkeypatch):
     cfg.SOLVER.AMP.ENABLED = True
     cfg.MODEL.DETR.FROZEN_WEIGHTS = "stage1/model_final.pth"
     warnings = adapt_to_machine(cfg, eval_only=True)
-    assert cfg.MODEL.DETR.FROZEN_WEIGHTS == "" and cfg.MODEL.DEVICE == "cpu" and not cfg.SOLVER.AMP.ENABLED
-    assert len(warnings) == 3 and "stage1/model_final.pth" in warnings[0]
+    # SOLVER.AMP.ENABLED stays: on the CPU it means bfloat16 autocast (test_amp.py).
+    assert cfg.MODEL.DETR.FROZEN_WEIGHTS == "" and cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED
+    assert len(warnings) == 2 and "stage1/model_final.pth" in warnings[0]
     training = tiny_cfg()
     training.MODEL.DETR.FROZEN_WEIGHTS = "stage1/model_final.pth"
     assert adapt_to_machine(training, eval_only=False) == []

@@ -5,7 +5,8 @@ It is Detectron2's usual set-up (config file, trailing KEY VALUE overrides,
 
 - ``--eval-only`` ignores MODEL.DETR.FROZEN_WEIGHTS: MODEL.WEIGHTS then holds the whole model;
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
-- SOLVER.AMP.ENABLED is turned off on CPU (Detectron2's AMP trainer needs CUDA).
+- on the CPU, SOLVER.AMP.ENABLED trains under bfloat16 autocast (DetrPanoptic.training_autocast)
+  instead of Detectron2's float16 AMPTrainer, which needs CUDA.
 
 With DETERMINISTIC set, PyTorch is asked for deterministic algorithms (seeding is Detectron2's,
 from SEED).
@@ -39,9 +40,6 @@ def adapt_to_machine(cfg, eval_only=False):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         warnings.append(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: running on cpu")
         cfg.MODEL.DEVICE = "cpu"
-    if cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda"):
-        warnings.append("SOLVER.AMP.ENABLED needs a CUDA device: training in float32 instead")
-        cfg.SOLVER.AMP.ENABLED = False
     return warnings
 
 

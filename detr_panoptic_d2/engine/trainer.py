@@ -10,7 +10,8 @@ What differs from DefaultTrainer:
   constructor always passes ``device_ids``, which DDP refuses for a CPU model.
 
 Checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
-Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED), the LR
+Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED on a GPU; on
+the CPU the model autocasts to bfloat16 itself, see DetrPanoptic.training_autocast), the LR
 scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
 TensorBoard events, evaluation at the end and every TEST.EVAL_PERIOD iterations.
 """
@@ -45,7 +46,8 @@ class DetrTrainer(DefaultTrainer):
         if torch.device(cfg.MODEL.DEVICE).type == "cpu":
             ddp_kwargs["device_ids"] = None
         model = create_ddp_model(model, **ddp_kwargs)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        # On the CPU, SOLVER.AMP.ENABLED makes DetrPanoptic autocast to bfloat16 itself.
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda") else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))

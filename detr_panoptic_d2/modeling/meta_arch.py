@@ -12,6 +12,7 @@ An image goes through (see DESIGN.md, "The pipeline, step by step"):
    FPN-style head -> mask logits at stride 4, only for the queries whose masks are used;
 8. ``postprocessing``: argmax over the kept queries' masks -> the panoptic map.
 """
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Dict, List
@@ -112,6 +113,15 @@ def _drop_unused_group_queries(model, state_dict, prefix, *args):
         )
 
 
+def float32_on_cpu(x):
+    """Context in which the CPU runs float32 even under a bfloat16 autocast, for the
+    transformer and the class and box heads when ``x`` (the tensor they read) is on the CPU:
+    oneDNN's bfloat16 attention is slower than its float32 one with DETR's narrow heads
+    (d / M = 16 or 32), and boxes keep float32 precision for matching and the L1 loss.
+    On GPUs, autocast applies as set."""
+    return torch.autocast("cpu", enabled=False) if x.device.type == "cpu" else contextlib.nullcontext()
+
+
 def _shorten(items, limit=10):
     return str(items[:limit])[:-1] + (f", ... {len(items) - limit} more]" if len(items) > limit else "]")
 
@@ -145,6 +155,7 @@ class DetrPanoptic(nn.Module):
         detections_per_image=100,
         mask_score_floor=0.0,
         amp_dtype="",
+        cpu_training_amp=False,
     ):
         super().__init__()
         hidden_dim = transformer.d_model
@@ -202,6 +213,7 @@ class DetrPanoptic(nn.Module):
                 f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)} ('' = full precision), got {amp_dtype!r}"
             )
         self.amp_dtype = AMP_DTYPES[amp_dtype]
+        self.cpu_training_amp = cpu_training_amp
         self.frozen_detector = bool(frozen_weights)
         if self.frozen_detector:
             self.freeze_detector(frozen_weights)
@@ -256,6 +268,7 @@ class DetrPanoptic(nn.Module):
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_score_floor": d.TEST.MASK_SCORE_FLOOR,
             "amp_dtype": d.TEST.AMP_DTYPE,
+            "cpu_training_amp": cfg.SOLVER.AMP.ENABLED,
         }
 
     @property
@@ -323,10 +336,13 @@ class DetrPanoptic(nn.Module):
         memory_mask = feats.masks[self.in_feature]
         queries = self.object_queries()
         groups = len(queries) // self.query_embed.num_embeddings
-        box_embeddings, memory = self.transformer(projected, memory_mask, queries, feats.pos, groups)
+        with float32_on_cpu(projected):
+            box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, feats.pos.float(), groups)
+            logits = self.class_embed(box_embeddings)
+            boxes = self.bbox_embed(box_embeddings).sigmoid()
         return DetrOutputs(
-            logits=self.class_embed(box_embeddings),
-            boxes=self.bbox_embed(box_embeddings).sigmoid(),
+            logits=logits,
+            boxes=boxes,
             box_embeddings=box_embeddings,
             memory=memory,
             memory_mask=memory_mask,
@@ -369,13 +385,19 @@ class DetrPanoptic(nn.Module):
         a no-op when it is empty. Post-processing always runs in float32."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
+    def training_autocast(self):
+        """bfloat16 autocast for a training step's network steps (1-7) on the CPU with
+        SOLVER.AMP.ENABLED (on a GPU, Detectron2's AMPTrainer autocasts the whole step to
+        float16 instead); a no-op otherwise. The losses are computed in float32."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_training_amp and self.device.type == "cpu")
+
     def losses(self, batched_inputs, images, padding_mask):
         """The weighted loss dict of a batch. With G query groups, each group is matched to the
         targets on its own and gets every class and box loss; the losses are averaged over the
         groups. Mask losses cover the first group's matches (all groups' with
         MASK_LOSS_ALL_GROUPS)."""
         targets = self.prepare_targets(batched_inputs, images)
-        with torch.set_grad_enabled(not self.frozen_detector):
+        with torch.set_grad_enabled(not self.frozen_detector), self.training_autocast():
             out = self.detect(images.tensor, padding_mask)
         num_boxes = self.criterion.num_boxes(targets, self.device)
         groups = out.logits.shape[2] // self.query_embed.num_embeddings
@@ -398,7 +420,8 @@ class DetrPanoptic(nn.Module):
             n = self.query_embed.num_embeddings
             batch_idx = torch.cat([torch.full_like(indices[k][0], k // groups) for k in supervised])
             query_idx = torch.cat([indices[k][0] + (k % groups) * n for k in supervised])
-            mask_logits = self.segment(out, batch_idx.to(self.device), query_idx.to(self.device))
+            with self.training_autocast():
+                mask_logits = self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
             target_masks = torch.cat([targets[k // groups]["masks"][indices[k][1]] for k in supervised])
             norm = num_boxes * (groups if self.mask_loss_all_groups else 1)
             losses.update(self.criterion.mask_losses(mask_logits, target_masks, norm))
