@@ -43,7 +43,7 @@ def _models(floor):
 
 def _run(model):
     rows = []
-    model.mask_head.register_forward_hook(lambda m, args, out: rows.append(out))
+    model.mask_head.register_forward_hook(lambda m, args, out: rows.append(out[0]))  # (mask logits, maps)
     with torch.no_grad():
         return model(_batch()), torch.cat(rows)
 
@@ -95,5 +95,5 @@ def test_floor_drops_only_the_queries_below_it(floor):
 def test_floor_outside_zero_one_is_refused():
     cfg = tiny_cfg(num_classes=NUM_CLASSES, dataset="coco_2017_val_panoptic")
     cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = 1.5
-    with pytest.raises(ValueError, match="MASK_SCORE_FLOOR must be in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match="MASK_SCORE_FLOOR\\) must be in \\[0, 1\\], got 1.5"):
         build_model(cfg)

@@ -11,17 +11,43 @@ from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import nn
 
 from .attention_map import MultiHeadAttentionMap
+from .backbone import levels_fine_to_coarse
 
 DETR_MASK_HEAD_REGISTRY = Registry("DETR_MASK_HEAD")
 DETR_MASK_HEAD_REGISTRY.__doc__ = """
-Mask heads of DetrPanoptic. A head is built as ``head(cfg, input_shape)`` with the backbone's
-``output_shape()`` and is called as ``head(queries, batch_idx, memory, memory_mask,
-projected, features)`` (see DetrMaskHead.forward), returning T x H/4 x W/4 mask logits.
+Mask heads of DetrPanoptic (steps 6-7), picked by ``MODEL.DETR.MASK_HEAD.NAME``.
+
+**Built** as ``head(cfg, input_shape)``: ``input_shape`` is the backbone's ``output_shape()``
+(name -> ShapeSpec(channels, stride)).
+
+**Called** as ``head(queries, batch_idx, memory, memory_mask, projected, features)`` for T
+objects of a batch of B images padded to H x W (d: MODEL.DETR.HIDDEN_DIM; h x w: the grid of
+the level the transformer reads, H/S x W/S for its stride S):
+
+- queries: T x d box embeddings (last decoder layer) of the objects to segment;
+- batch_idx: T long, the image of each object, non-decreasing (objects grouped by image);
+- memory: B x d x h x w, the encoded images; memory_mask: B x h x w bool (True = padding);
+- projected: B x d x h x w, the transformer's input (the 1x1-projected backbone level);
+- features: name -> B x C_k x H/s_k x W/s_k, every backbone output.
+
+In training it runs on the matched queries, under autograd (its logits are upsampled
+bilinearly to H x W for the mask losses); in inference on the queries whose masks an output
+uses. It may thus be called on any subset of the objects, and must then give those objects'
+rows of the all-object result (each object on its own: no batch statistics across objects).
+
+**Returns** ``(mask_logits, attention_maps)``: mask_logits T x H/s x W/s (the grid of a
+stride-s feature map of the padded batch, cell (i, j) covering pixels from (s*i, s*j));
+attention_maps T x M x h x w, what the head segmented from (M maps per object), or None
+when it has none. The meta-architecture returns them in ``DetrPanoptic.inference_steps``.
+
+**Attributes** the meta-architecture reads: ``stride`` (int, s above: input pixels per mask
+cell; inference crops each image's logits to its ceil(height/s) x ceil(width/s) cells).
 """
 
 
@@ -110,29 +136,56 @@ class FPNMaskHead(nn.Module):
 class DetrMaskHead(nn.Module):
     """Attention map (step 6) + FPN-style head (step 7), DETR's panoptic mask head."""
 
-    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+    @configurable
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, hidden_dim, num_heads, in_features=()):
+        """
+        Args:
+            input_shape: the backbone's ``output_shape()``.
+            hidden_dim: d, the transformer width (MODEL.DETR.HIDDEN_DIM).
+            num_heads: M, heads of the attention map (MODEL.DETR.MASK_HEAD.NHEADS).
+            in_features: the 3 backbone outputs the FPN-style head adds back, coarse to fine
+                (MODEL.DETR.MASK_HEAD.IN_FEATURES); empty: the 3 finest outputs (res4, res3,
+                res2 of a ResNet; p4, p3, p2 of an FPN or a SimpleFeaturePyramid). The mask
+                logits have the stride of the last one.
+        """
         super().__init__()
-        hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
-        num_heads = cfg.MODEL.DETR.MASK_HEAD.NHEADS
-        self.in_features = list(cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES)
+        levels = levels_fine_to_coarse(input_shape)
+        self.in_features = list(in_features) or levels[:3][::-1]
+        strides = {name: input_shape[name].stride for name in levels}
         missing = [f for f in self.in_features if f not in input_shape]
         if missing:
             raise ValueError(
-                f"MODEL.DETR.MASK_HEAD.IN_FEATURES {missing} are not backbone outputs "
-                f"({sorted(input_shape)}); check MODEL.RESNETS.OUT_FEATURES"
+                f"in_features (MODEL.DETR.MASK_HEAD.IN_FEATURES) {missing} are not backbone outputs "
+                f"(outputs and strides: {strides})"
+            )
+        if len(self.in_features) != 3:
+            raise ValueError(
+                f"DetrMaskHead adds back 3 backbone outputs, coarse to fine; got {self.in_features} (backbone "
+                f"outputs and strides: {strides}): set in_features (MODEL.DETR.MASK_HEAD.IN_FEATURES) to 3 of "
+                "them, or have the backbone output more levels (e.g. MODEL.RESNETS.OUT_FEATURES)"
             )
         self.attention_map = MultiHeadAttentionMap(hidden_dim, hidden_dim, num_heads)
         self.fpn = FPNMaskHead(hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features])
         self.stride = input_shape[self.in_features[-1]].stride
 
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {
+            "input_shape": input_shape,
+            "hidden_dim": cfg.MODEL.DETR.HIDDEN_DIM,
+            "num_heads": cfg.MODEL.DETR.MASK_HEAD.NHEADS,
+            "in_features": cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES,
+        }
+
     def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
         """queries: T x d box embeddings of the objects to segment; batch_idx: T long;
         memory: B x d x h x w encoded images; memory_mask: B x h x w bool;
-        projected: B x d x h x w projected res5; features: backbone maps by name.
+        projected: B x d x h x w, the transformer's input; features: backbone maps by name.
 
-        Returns T x H/s x W/s mask logits, s = stride of the finest skip feature (4)."""
+        Returns (T x H/s x W/s mask logits, s = stride of the finest in_feature, 4 for a
+        ResNet; T x M x h x w attention maps)."""
         maps = self.attention_map(queries, batch_idx, memory, memory_mask)
-        return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features])
+        return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features]), maps
 
 
 def build_mask_head(cfg, input_shape):
