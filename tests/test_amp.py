@@ -7,9 +7,12 @@ from detectron2.modeling import build_model
 from .helpers import make_input, tiny_cfg
 
 
-def _cfg(amp_dtype):
+def _cfg(amp_dtype=None):
+    """tiny_cfg with every query kept and semantic output on; AMP_DTYPE left at its default
+    when ``amp_dtype`` is None."""
     cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
-    cfg.MODEL.DETR.TEST.AMP_DTYPE = amp_dtype
+    if amp_dtype is not None:
+        cfg.MODEL.DETR.TEST.AMP_DTYPE = amp_dtype
     cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
     return cfg
@@ -40,7 +43,7 @@ def test_inference_runs_network_in_low_precision_and_post_processing_in_float32(
 
 
 def test_full_precision_by_default():
-    model = build_model(_cfg("")).eval()
+    model = build_model(_cfg()).eval()
     seen = []
     model.mask_head.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
     with torch.no_grad():

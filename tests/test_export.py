@@ -25,7 +25,7 @@ from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
 from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 from detr_panoptic_d2.export import OPSET, ExportedPredictor, OnnxPanopticModel, export_onnx
 from detr_panoptic_d2.export.compare import panoptic_agreement
-from detr_panoptic_d2.tool_setup import setup_inference_cfg
+from detr_panoptic_d2.inference_cli import setup_inference_cfg
 
 from .helpers import (
     load_tool,

@@ -93,7 +93,7 @@ def test_seeded_deterministic_runs_give_identical_losses(tiny_shapes, tmp_path):
         for run in ("a", "b"):
             cfg = tiny_training_cfg(tiny_shapes[0], None, tmp_path / run, max_iter=3)
             cfg.SEED = 7
-            cfg.DETERMINISTIC = True
+            cfg.MODEL.DETR.DETERMINISTIC = True
             losses.append(_train_losses(cfg, tmp_path / f"{run}.yaml"))
             assert torch.are_deterministic_algorithms_enabled()
     finally:

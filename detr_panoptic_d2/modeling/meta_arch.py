@@ -26,14 +26,13 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from ..checkpoint.safe_load import load_model_state
+from ..config import AMP_DTYPES
+from ..data.metadata import dataset_to_contiguous, thing_contiguous_ids
 from . import postprocessing
 from .criterion import SetCriterion
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
 from .transformer import Transformer
-
-# Values of MODEL.DETR.TEST.AMP_DTYPE.
-AMP_DTYPES = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class MLP(nn.Module):
@@ -87,14 +86,13 @@ def _thing_ids(cfg):
             f"Dataset {names[0]!r} has no thing_dataset_id_to_contiguous_id metadata; DetrPanoptic needs "
             "it to tell things from stuff (register the dataset with register_coco_panoptic)"
         )
-    ids = sorted(meta.thing_dataset_id_to_contiguous_id.values())
-    ids += sorted(getattr(meta, "stuff_dataset_id_to_contiguous_id", {}).values())
+    ids = dataset_to_contiguous(meta).values()
     if ids and max(ids) >= cfg.MODEL.DETR.NUM_CLASSES:
         raise ValueError(
             f"Dataset {names[0]!r} has contiguous class ids up to {max(ids)}, but "
             f"MODEL.DETR.NUM_CLASSES={cfg.MODEL.DETR.NUM_CLASSES}; set it to {max(ids) + 1}"
         )
-    return sorted(meta.thing_dataset_id_to_contiguous_id.values())
+    return thing_contiguous_ids(meta)
 
 
 # State-dict prefix of the training-only queries of groups 2..G.
@@ -144,7 +142,7 @@ class DetrPanoptic(nn.Module):
         semantic_on=False,
         detections_per_image=100,
         mask_score_floor=0.0,
-        amp_dtype="",
+        amp_dtype="none",
     ):
         super().__init__()
         hidden_dim = transformer.d_model
@@ -199,7 +197,7 @@ class DetrPanoptic(nn.Module):
         self.mask_score_floor = mask_score_floor
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(
-                f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)} ('' = full precision), got {amp_dtype!r}"
+                f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}"
             )
         self.amp_dtype = AMP_DTYPES[amp_dtype]
         self.frozen_detector = bool(frozen_weights)
@@ -366,7 +364,7 @@ class DetrPanoptic(nn.Module):
 
     def inference_autocast(self):
         """torch.autocast with MODEL.DETR.TEST.AMP_DTYPE for inference's network steps (1-7);
-        a no-op when it is empty. Post-processing always runs in float32."""
+        a no-op when it is "none". Post-processing always runs in float32."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def losses(self, batched_inputs, images, padding_mask):
