@@ -63,5 +63,5 @@ def test_training_under_autocast_gives_finite_losses_and_gradients():
         losses = model([make_input(64, 80, classes=(1, 100)), make_input(48, 64, classes=(7,), seed=1)])
     sum(losses.values()).backward()
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
-    grad = model.mask_head.fpn.out_lay.weight.grad
+    grad = model.mask_head.fpn.mask_predictor.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -177,7 +177,7 @@ def test_forward_backward_reaches_mask_head_and_outputs_are_in_original_size():
     for name, p in model.named_parameters():
         if p.requires_grad and (name.startswith("mask_head.") or name.startswith("transformer.")):
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    assert model.mask_head.fpn.out_lay.weight.grad.abs().sum() > 0
+    assert model.mask_head.fpn.mask_predictor.weight.grad.abs().sum() > 0
 
 
 def test_batch_without_any_target_trains():

@@ -32,12 +32,14 @@ _RULES = compile_rules(
         (rf"transformer\.(encoder|decoder)\.norm\.{_WB}", r"\g<0>"),
         (rf"(input_proj|query_embed|class_embed|bbox_embed\.layers\.\d)\.{_WB}", r"\g<0>"),
         (rf"bbox_attention\.([qk]_linear)\.{_WB}", r"mask_head.attention_map.\1.\2"),
-        (rf"mask_head\.lay([12])\.{_WB}", r"mask_head.fpn.lay\1.0.\2"),
-        (rf"mask_head\.gn([12])\.{_WB}", r"mask_head.fpn.lay\1.1.\2"),
-        (rf"mask_head\.lay([345])\.{_WB}", lambda m: f"mask_head.fpn.refines.{int(m[1]) - 3}.0.{m[2]}"),
-        (rf"mask_head\.gn([345])\.{_WB}", lambda m: f"mask_head.fpn.refines.{int(m[1]) - 3}.1.{m[2]}"),
-        (rf"mask_head\.adapter([123])\.{_WB}", lambda m: f"mask_head.fpn.adapters.{int(m[1]) - 1}.{m[2]}"),
-        (rf"mask_head\.out_lay\.{_WB}", r"mask_head.fpn.out_lay.\1"),
+        (rf"mask_head\.lay1\.{_WB}", r"mask_head.fpn.fuse_conv.\1"),
+        (rf"mask_head\.gn1\.{_WB}", r"mask_head.fpn.fuse_conv.norm.\1"),
+        (rf"mask_head\.lay2\.{_WB}", r"mask_head.fpn.narrow_conv.\1"),
+        (rf"mask_head\.gn2\.{_WB}", r"mask_head.fpn.narrow_conv.norm.\1"),
+        (rf"mask_head\.lay([345])\.{_WB}", lambda m: f"mask_head.fpn.refine_convs.{int(m[1]) - 3}.{m[2]}"),
+        (rf"mask_head\.gn([345])\.{_WB}", lambda m: f"mask_head.fpn.refine_convs.{int(m[1]) - 3}.norm.{m[2]}"),
+        (rf"mask_head\.adapter([123])\.{_WB}", lambda m: f"mask_head.fpn.skip_projections.{int(m[1]) - 1}.{m[2]}"),
+        (rf"mask_head\.out_lay\.{_WB}", r"mask_head.fpn.mask_predictor.\1"),
     ]
 )
 
