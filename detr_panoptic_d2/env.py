@@ -2,10 +2,9 @@
 
 Detectron2's ``collect_env_info`` (Python, PyTorch, CUDA, detectron2 and its compiled ops,
 torchvision, fvcore, ...) followed by what it does not cover and this project needs: how
-detectron2 was installed, panopticapi and the other dependencies, torch's CPU threads, the
-CPU model and this package's version. Attach its output to bug reports.
+detectron2 was installed, panopticapi and the other dependencies, torch's CPU threads and this
+package's version. Attach its output to bug reports.
 """
-import platform
 from importlib import metadata
 
 from tabulate import tabulate
@@ -34,18 +33,6 @@ def detectron2_route():
     return "source tree on sys.path"
 
 
-def cpu_name():
-    """The CPU model (Linux /proc/cpuinfo), else what ``platform`` says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def project_rows():
     """(name, value) rows that Detectron2's report leaves out."""
     import torch
@@ -54,7 +41,6 @@ def project_rows():
         ("detectron2 installed as", detectron2_route()),
         ("detectron2._C", "not needed: DETR uses no compiled detectron2 op"),
         ("torch threads", str(torch.get_num_threads())),
-        ("cpu", cpu_name()),
     ]
     try:
         import panopticapi  # noqa: F401

@@ -6,7 +6,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from detr_panoptic_d2.modeling import FPNMaskHead
+from detr_panoptic_d2.modeling import FPNMaskHead, HungarianMatcher
 
 from .helpers import make_input, model_from_config_file, tiny_cfg
 
@@ -126,3 +126,10 @@ def test_checkpoint_with_the_old_mask_head_names_loads():
     model.load_state_dict({"fpn." + k: v for k, v in old_state.items()})
     for name, value in model.fpn.state_dict().items():
         assert torch.equal(value, state[name]), name
+
+
+def test_errors_of_direct_construction_name_the_argument_and_its_key():
+    with pytest.raises(ValueError, match=r"cost_class, cost_l1 and cost_giou \(MODEL.DETR.COST_CLASS, COST_L1"):
+        HungarianMatcher(0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"hidden_dim=8 \(MODEL.DETR.HIDDEN_DIM\) is too small"):
+        FPNMaskHead(8, 8, [16, 16, 16])

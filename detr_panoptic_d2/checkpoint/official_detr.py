@@ -21,6 +21,24 @@ def _backbone(match):
     return None if name is None else f"backbone.body.{name}"
 
 
+# The official mask head's modules -> FPNMaskHead's.
+_MASK_HEAD = {
+    "lay1": "fuse_conv",
+    "gn1": "fuse_conv.norm",
+    "lay2": "narrow_conv",
+    "gn2": "narrow_conv.norm",
+    **{f"lay{i + 3}": f"refine_convs.{i}" for i in range(3)},
+    **{f"gn{i + 3}": f"refine_convs.{i}.norm" for i in range(3)},
+    **{f"adapter{i + 1}": f"skip_projections.{i}" for i in range(3)},
+    "out_lay": "mask_predictor",
+}
+
+
+def _mask_head(match):
+    name = _MASK_HEAD.get(match[1])
+    return None if name is None else f"mask_head.fpn.{name}.{match[2]}"
+
+
 _RULES = compile_rules(
     [
         (r"backbone\.0\.body\.(.+)", _backbone),
@@ -32,14 +50,7 @@ _RULES = compile_rules(
         (rf"transformer\.(encoder|decoder)\.norm\.{_WB}", r"\g<0>"),
         (rf"(input_proj|query_embed|class_embed|bbox_embed\.layers\.\d)\.{_WB}", r"\g<0>"),
         (rf"bbox_attention\.([qk]_linear)\.{_WB}", r"mask_head.attention_map.\1.\2"),
-        (rf"mask_head\.lay1\.{_WB}", r"mask_head.fpn.fuse_conv.\1"),
-        (rf"mask_head\.gn1\.{_WB}", r"mask_head.fpn.fuse_conv.norm.\1"),
-        (rf"mask_head\.lay2\.{_WB}", r"mask_head.fpn.narrow_conv.\1"),
-        (rf"mask_head\.gn2\.{_WB}", r"mask_head.fpn.narrow_conv.norm.\1"),
-        (rf"mask_head\.lay([345])\.{_WB}", lambda m: f"mask_head.fpn.refine_convs.{int(m[1]) - 3}.{m[2]}"),
-        (rf"mask_head\.gn([345])\.{_WB}", lambda m: f"mask_head.fpn.refine_convs.{int(m[1]) - 3}.norm.{m[2]}"),
-        (rf"mask_head\.adapter([123])\.{_WB}", lambda m: f"mask_head.fpn.skip_projections.{int(m[1]) - 1}.{m[2]}"),
-        (rf"mask_head\.out_lay\.{_WB}", r"mask_head.fpn.mask_predictor.\1"),
+        (rf"mask_head\.(\w+)\.{_WB}", _mask_head),
     ]
 )
 

@@ -7,7 +7,6 @@ FPN-style convolutional head below. Both parts are modules of their own for reus
 Every head treats each object independently (GroupNorm normalizes per sample), so running it
 on a subset of the queries gives exactly those queries' rows of the all-query result.
 """
-import re
 from typing import Dict, List
 
 import torch
@@ -17,6 +16,7 @@ from fvcore.nn.weight_init import c2_xavier_fill
 from detectron2.utils.registry import Registry
 from torch import nn
 
+from ..checkpoint.renaming import compile_rules, rename
 from .attention_map import MultiHeadAttentionMap
 
 DETR_MASK_HEAD_REGISTRY = Registry("DETR_MASK_HEAD")
@@ -41,30 +41,27 @@ def _conv_gn_relu(in_channels, out_channels):
 
 
 # This project's FPNMaskHead parameter names before they said what they are -> today's.
-_LEGACY_NAMES = [
-    (re.compile(old), new)
-    for old, new in [
-        (r"lay1\.0\.", "fuse_conv."),
-        (r"lay1\.1\.", "fuse_conv.norm."),
-        (r"lay2\.0\.", "narrow_conv."),
-        (r"lay2\.1\.", "narrow_conv.norm."),
-        (r"refines\.(\d)\.0\.", r"refine_convs.\1."),
-        (r"refines\.(\d)\.1\.", r"refine_convs.\1.norm."),
-        (r"adapters\.", "skip_projections."),
-        (r"out_lay\.", "mask_predictor."),
+_LEGACY_NAMES = compile_rules(
+    [
+        (r"lay1\.0\.(.+)", r"fuse_conv.\1"),
+        (r"lay1\.1\.(.+)", r"fuse_conv.norm.\1"),
+        (r"lay2\.0\.(.+)", r"narrow_conv.\1"),
+        (r"lay2\.1\.(.+)", r"narrow_conv.norm.\1"),
+        (r"refines\.(\d)\.0\.(.+)", r"refine_convs.\1.\2"),
+        (r"refines\.(\d)\.1\.(.+)", r"refine_convs.\1.norm.\2"),
+        (r"adapters\.(.+)", r"skip_projections.\1"),
+        (r"out_lay\.(.+)", r"mask_predictor.\1"),
     ]
-]
+)
 
 
 def _rename_legacy_keys(state_dict, prefix, *args):
     """Load-state-dict pre-hook: checkpoints written before the rename (``lay1``, ``lay2``,
     ``adapters``, ``refines``, ``out_lay``) load under today's names."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
-        local = key[len(prefix) :]
-        for old, new in _LEGACY_NAMES:
-            if old.match(local):
-                state_dict[prefix + old.sub(new, local, count=1)] = state_dict.pop(key)
-                break
+        new = rename(key[len(prefix) :], _LEGACY_NAMES)
+        if new is not None:
+            state_dict[prefix + new] = state_dict.pop(key)
 
 
 def image_runs(batch_idx):

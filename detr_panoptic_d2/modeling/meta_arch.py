@@ -444,28 +444,28 @@ class DetrPanoptic(nn.Module):
         if self.mask_head is not None:
             with self.inference_autocast():
                 mask_logits = [m.float() for m in self._masks_for_inference(out, needed)]
+        stride = self.mask_head.stride if self.mask_head is not None else None
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             result = {}
             rows = needed[i].cumsum(0) - 1  # query -> its row in mask_logits[i]
-            if mask_logits is not None:
-                stride = self.mask_head.stride
-                valid_masks = mask_logits[i][:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]
             if self.panoptic_on:
                 keep, scores, classes = kept[i]
                 result["panoptic_seg"] = postprocessing.panoptic_merge(
-                    valid_masks[rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
-                    self.small_segment_area,
+                    mask_logits[i][rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
+                    self.small_segment_area, stride,
                 )
             if self.instances_on:
                 det_masks = mask_logits[i][rows[detections[i][0]]] if mask_logits is not None else None
                 result["instances"] = postprocessing.instance_results(
-                    detections[i], boxes[i], det_masks, images.tensor.shape[-2:], image_size, output_size
+                    detections[i], boxes[i], det_masks, image_size, output_size, stride
                 )
             if self.semantic_on:
                 sem = semantic[i]
-                result["sem_seg"] = postprocessing.semantic_results(logits[i][sem], valid_masks[rows[sem]], output_size)
+                result["sem_seg"] = postprocessing.semantic_results(
+                    logits[i][sem], mask_logits[i][rows[sem]], image_size, output_size, stride
+                )
             results.append(result)
         return results
 
