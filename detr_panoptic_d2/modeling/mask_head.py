@@ -153,6 +153,13 @@ class DetrMaskHead(nn.Module):
     """Attention map (step 6) + FPN-style head (step 7), DETR's panoptic mask head."""
 
     def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+        """
+        Args:
+            cfg: reads MODEL.DETR.HIDDEN_DIM (d), MODEL.DETR.MASK_HEAD.NHEADS (M) and
+                MODEL.DETR.MASK_HEAD.IN_FEATURES (the skip features, coarse to fine).
+            input_shape: the backbone's ``output_shape()``; it must have every IN_FEATURES
+                entry, whose channels and stride size the head.
+        """
         super().__init__()
         hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
         num_heads = cfg.MODEL.DETR.MASK_HEAD.NHEADS
