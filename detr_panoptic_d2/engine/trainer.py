@@ -36,6 +36,8 @@ class DetrTrainer(DefaultTrainer):
     """Trains and evaluates ``DetrPanoptic`` from a config (see the module docstring)."""
 
     def __init__(self, cfg):
+        """DefaultTrainer's constructor; on the CPU with DDP's ``device_ids`` left out (see the
+        module docstring)."""
         if torch.device(cfg.MODEL.DEVICE).type != "cpu":
             super().__init__(cfg)
             return
