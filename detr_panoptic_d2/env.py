@@ -1,11 +1,16 @@
 """Environment report: ``python -m detr_panoptic_d2.env``.
 
-Prints the versions this project depends on, how detectron2 was installed, and whether
-CUDA is usable. Attach its output to bug reports.
+Detectron2's ``collect_env_info`` (Python, PyTorch, CUDA, detectron2 and its compiled ops,
+torchvision, fvcore, ...) followed by what it does not cover and this project needs: how
+detectron2 was installed, panopticapi and the other dependencies, torch's CPU threads and this
+package's version. Attach its output to bug reports.
 """
-import platform
-import sys
 from importlib import metadata
+
+from tabulate import tabulate
+
+# Dependencies collect_env_info does not list.
+_OTHER_PACKAGES = ("scipy", "pycocotools", "setuptools", "transformers", "onnxruntime", "opencv-python-headless")
 
 
 def _dist_version(name):
@@ -28,47 +33,22 @@ def detectron2_route():
     return "source tree on sys.path"
 
 
-def collect():
-    """Returns a list of (name, value) rows describing the environment."""
-    rows = [("python", sys.version.split()[0]), ("platform", platform.platform())]
-    try:
-        import torch
+def project_rows():
+    """(name, value) rows that Detectron2's report leaves out."""
+    import torch
 
-        rows.append(("torch", torch.__version__))
-        cuda = torch.cuda.is_available()
-        rows.append(("cuda available", str(cuda)))
-        if cuda:
-            rows.append(("cuda device", torch.cuda.get_device_name(0)))
-        rows.append(("torch threads", str(torch.get_num_threads())))
-    except ImportError as e:
-        rows.append(("torch", f"NOT IMPORTABLE ({e})"))
-    try:
-        import torchvision
-
-        rows.append(("torchvision", torchvision.__version__))
-    except ImportError as e:
-        rows.append(("torchvision", f"NOT IMPORTABLE ({e})"))
-    try:
-        import detectron2
-
-        rows.append(("detectron2", f"{detectron2.__version__} via {detectron2_route()}"))
-        try:
-            from detectron2 import _C  # noqa: F401
-
-            rows.append(("detectron2 _C", "loaded"))
-        except ImportError:
-            rows.append(("detectron2 _C", "not loaded (fine: DETR needs no compiled ops)"))
-    except ImportError as e:
-        rows.append(("detectron2", f"NOT IMPORTABLE ({e})"))
-    panoptic = _dist_version("panopticapi-lite") or _dist_version("panopticapi")
+    rows = [
+        ("detectron2 installed as", detectron2_route()),
+        ("detectron2._C", "not needed: DETR uses no compiled detectron2 op"),
+        ("torch threads", str(torch.get_num_threads())),
+    ]
     try:
         import panopticapi  # noqa: F401
 
-        rows.append(("panopticapi", panoptic or "importable"))
+        rows.append(("panopticapi", _dist_version("panopticapi-lite") or _dist_version("panopticapi") or "importable"))
     except ImportError as e:
         rows.append(("panopticapi", f"NOT IMPORTABLE ({e})"))
-    for name in ("numpy", "scipy", "pycocotools", "setuptools", "transformers", "opencv-python-headless"):
-        rows.append((name, _dist_version(name) or "not installed"))
+    rows += [(name, _dist_version(name) or "not installed") for name in _OTHER_PACKAGES]
     try:
         import detr_panoptic_d2
 
@@ -78,12 +58,12 @@ def collect():
     return rows
 
 
-def main():
-    rows = collect()
-    width = max(len(k) for k, _ in rows)
-    for k, v in rows:
-        print(f"{k.ljust(width)}  {v}")
+def environment_report():
+    """The report as text: Detectron2's table, then ``project_rows``."""
+    from detectron2.utils.collect_env import collect_env_info
+
+    return collect_env_info() + "\n" + tabulate(project_rows())
 
 
 if __name__ == "__main__":
-    main()
+    print(environment_report())

@@ -8,6 +8,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from detr_panoptic_d2 import add_detr_panoptic_config
+from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 
 
 def model_from_config_file(path):
@@ -48,6 +49,22 @@ def tiny_cfg(num_classes=5, mask_on=True, dataset=None):
         cfg.MODEL.DETR.TEST.PANOPTIC_ON = False
         cfg.MODEL.DETR.TEST.INSTANCES_ON = True
     return cfg
+
+
+@torch.no_grad()
+def keep_queries_(model, inputs=None, k=None):
+    """Rewrites the class head of a random DetrPanoptic (in place) so that it keeps queries.
+
+    With ``inputs`` and ``k``: exactly k queries of each input pass
+    MODEL.DETR.TEST.OBJECT_SCORE_THRESH (the benchmark's ``calibrate_kept_queries``). Without:
+    on any image every query predicts a real class, "no object" getting the logit -10 (weights
+    0, bias -10; a random head's logits are of order 1), so all queries are kept at threshold
+    0; the real classes' logits are unchanged."""
+    if k is not None:
+        calibrate_kept_queries(model, inputs, k)
+        return
+    model.class_embed.weight[-1] = 0.0
+    model.class_embed.bias[-1] = -10.0
 
 
 def make_input(height, width, classes=(), seed=0, with_targets=True):
@@ -120,9 +137,9 @@ def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0):
         f.write(cfg.dump())
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        state = build_model(cfg).state_dict()
-    state["class_embed.bias"][-1] = -10.0
-    torch.save({"model": state}, weights)
+        model = build_model(cfg)
+    keep_queries_(model)
+    torch.save({"model": model.state_dict()}, weights)
     return config, weights
 
 

@@ -4,12 +4,15 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from .helpers import make_input, tiny_cfg
+from .helpers import keep_queries_, make_input, tiny_cfg
 
 
-def _cfg(amp_dtype):
+def _cfg(amp_dtype=None):
+    """tiny_cfg with every query kept and semantic output on; AMP_DTYPE left at its default
+    when ``amp_dtype`` is None."""
     cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
-    cfg.MODEL.DETR.TEST.AMP_DTYPE = amp_dtype
+    if amp_dtype is not None:
+        cfg.MODEL.DETR.TEST.AMP_DTYPE = amp_dtype
     cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.0
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
     return cfg
@@ -19,8 +22,7 @@ def _cfg(amp_dtype):
 def test_inference_runs_network_in_low_precision_and_post_processing_in_float32(amp_dtype):
     torch.manual_seed(0)
     model = build_model(_cfg(amp_dtype)).eval()
-    with torch.no_grad():
-        model.class_embed.bias[-1] = -10.0  # every query kept
+    keep_queries_(model)  # every query kept
     seen = {}
 
     def record(name):
@@ -41,7 +43,7 @@ def test_inference_runs_network_in_low_precision_and_post_processing_in_float32(
 
 
 def test_full_precision_by_default():
-    model = build_model(_cfg("")).eval()
+    model = build_model(_cfg()).eval()
     seen = []
     model.mask_head.register_forward_hook(lambda m, args, out: seen.append(out[0].dtype))
     with torch.no_grad():
@@ -61,7 +63,7 @@ def test_training_under_autocast_gives_finite_losses_and_gradients():
         losses = model([make_input(64, 80, classes=(1, 100)), make_input(48, 64, classes=(7,), seed=1)])
     sum(losses.values()).backward()
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
-    grad = model.mask_head.fpn.out_lay.weight.grad
+    grad = model.mask_head.fpn.mask_predictor.weight.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 

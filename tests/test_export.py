@@ -22,12 +22,12 @@ from PIL import Image
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.engine import DetrTrainer
 from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
-from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 from detr_panoptic_d2.export import OPSET, ExportedPredictor, OnnxPanopticModel, export_onnx
 from detr_panoptic_d2.export.compare import panoptic_agreement
-from detr_panoptic_d2.tool_setup import setup_inference_cfg
+from detr_panoptic_d2.inference_cli import setup_inference_cfg
 
 from .helpers import (
+    keep_queries_,
     load_tool,
     make_input,
     model_from_config_file,
@@ -55,8 +55,7 @@ def _tiny_model(threshold=0.0):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     separate_query_masks_(model, [x["image"] for x in _images()])
-    with torch.no_grad():
-        model.class_embed.bias[-1] = -10.0
+    keep_queries_(model)
     return cfg, model
 
 
@@ -99,7 +98,7 @@ def test_only_the_queries_above_the_threshold_are_merged(tmp_path, top_k):
     the static one (--top-k 6) 6 masks of which 4 are flagged valid: same panoptic output."""
     cfg, model = _tiny_model(threshold=0.85)
     x = _images()[1]  # not the size traced at export
-    calibrate_kept_queries(model, [x], 4)
+    keep_queries_(model, [x], 4)
     path = export_onnx(cfg, model, str(tmp_path), top_k=top_k)
     runtime = OnnxPanopticModel(path, cfg)
     out = runtime.run_graph(x["image"])
@@ -196,7 +195,7 @@ def test_r50_at_800x1066_gives_the_pytorch_panoptic_output(tmp_path):
     cfg, model = model_from_config_file("configs/coco/detr_R50_panoptic.yaml")
     x = make_input(800, 1066, with_targets=False)
     separate_query_masks_(model, [x["image"]])
-    calibrate_kept_queries(model, [x], 15)
+    keep_queries_(model, [x], 15)
     runtime = OnnxPanopticModel(export_onnx(cfg, model, str(tmp_path)), cfg)
     expected = _pytorch(model, x)
     assert len(expected[1]) >= 5
@@ -212,9 +211,7 @@ def _separated_tiny_model_files(folder, images):
     DetrCheckpointer(model).load_complete(weights)
     pixels = [torch.from_numpy(read_image(p, format=cfg.INPUT.FORMAT).transpose(2, 0, 1).copy()) for p in images]
     separate_query_masks_(model, pixels, class_spread=3.0)
-    with torch.no_grad():  # every query predicts a real class
-        model.class_embed.weight[-1] = 0.0
-        model.class_embed.bias[-1] = -10.0
+    keep_queries_(model)  # every query predicts a real class
     torch.save({"model": model.state_dict()}, weights)
     return config, weights
 
@@ -262,9 +259,7 @@ def test_train_net_evaluates_an_onnx_model_as_the_pytorch_model(tiny_shapes, tmp
     model = build_model(cfg)
     inputs = [x for batch in DetrTrainer.build_test_loader(cfg, val) for x in batch]
     separate_query_masks_(model, [x["image"] for x in inputs], class_spread=3.0)
-    with torch.no_grad():
-        model.class_embed.weight[-1] = 0.0
-        model.class_embed.bias[-1] = -10.0
+    keep_queries_(model)
     expected = DetrTrainer.test(cfg, model)["panoptic_seg"]
     path = export_onnx(cfg, model, str(tmp_path / "exported"))
     config = write_cfg(cfg, tmp_path / "config.yaml")

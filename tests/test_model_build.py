@@ -6,6 +6,8 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from detr_panoptic_d2.modeling import FPNMaskHead, HungarianMatcher
+
 from .helpers import make_input, model_from_config_file, tiny_cfg
 
 
@@ -31,7 +33,7 @@ def test_mask_head_widths_follow_the_backbone(depth, dilation):
     cfg.MODEL.RESNETS.RES5_DILATION = dilation
     model = build_model(cfg)
     shapes = model.backbone.output_shape()
-    assert [a.in_channels for a in model.mask_head.fpn.adapters] == [shapes[f].channels for f in ("res4", "res3", "res2")]
+    assert [a.in_channels for a in model.mask_head.fpn.skip_projections] == [shapes[f].channels for f in ("res4", "res3", "res2")]
     losses = model.train()([make_input(64, 64, classes=(1,))])
     assert torch.isfinite(sum(losses.values()))
 
@@ -59,7 +61,7 @@ def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
     assert set(losses) == {"loss_mask", "loss_dice"}
     sum(losses.values()).backward()
     assert all(p.grad is None for _, p in model.detector_parameters())
-    assert model.mask_head.fpn.out_lay.weight.grad is not None
+    assert model.mask_head.fpn.mask_predictor.weight.grad is not None
     for name, value in model.state_dict().items():
         if not name.startswith("mask_head."):
             assert torch.equal(value, box_state[name]), name
@@ -81,5 +83,30 @@ def test_frozen_weights_that_do_not_fit_are_reported(tmp_path):
 def test_mask_head_widths_not_fitting_group_norm_are_reported():
     cfg = tiny_cfg()
     cfg.MODEL.DETR.MASK_HEAD.NHEADS = 4
-    with pytest.raises(ValueError, match="HIDDEN_DIM=64 \\+ MODEL.DETR.MASK_HEAD.NHEADS=4 gives 68"):
+    with pytest.raises(
+        ValueError, match=r"hidden_dim=64 \(MODEL.DETR.HIDDEN_DIM\) \+ num_heads=4 \(MODEL.DETR.MASK_HEAD.NHEADS\) gives 68"
+    ):
         build_model(cfg)
+
+
+def test_mask_head_initialized_as_detr():
+    """DETR initializes every mask-head conv with kaiming_uniform (a=1) and a zero bias: weights
+    uniform on +-sqrt(3 / fan_in), so with std sqrt(1 / fan_in)."""
+    torch.manual_seed(0)
+    head = FPNMaskHead(64, 8, [256, 128, 64])
+    convs = [head.fuse_conv, head.narrow_conv, *head.skip_projections, *head.refine_convs, head.mask_predictor]
+    for conv in convs:
+        fan_in = conv.weight[0].numel()
+        bound = (3 / fan_in) ** 0.5
+        assert conv.bias.abs().max() == 0
+        assert conv.weight.abs().max() <= bound
+        if conv.weight.numel() > 1000:
+            assert abs(conv.weight.std().item() * fan_in**0.5 - 1) < 0.05
+    assert isinstance(head.fuse_conv.norm, torch.nn.GroupNorm)
+
+
+def test_errors_of_direct_construction_name_the_argument_and_its_key():
+    with pytest.raises(ValueError, match=r"cost_class, cost_l1 and cost_giou \(MODEL.DETR.COST_CLASS, COST_L1"):
+        HungarianMatcher(0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"hidden_dim=8 \(MODEL.DETR.HIDDEN_DIM\) is too small"):
+        FPNMaskHead(8, 8, [16, 16, 16])

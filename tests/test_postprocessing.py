@@ -59,7 +59,7 @@ def _random_case(seed, t, num_classes=6):
 def test_merge_matches_reference(seed):
     logits, classes, is_thing, image_size, output_size = _random_case(seed, t=int(3 + seed % 9))
     scores = torch.rand(len(classes))
-    seg, info = postprocessing.panoptic_merge(logits, scores, classes, is_thing, image_size, output_size, 4)
+    seg, info = postprocessing.panoptic_merge(logits, scores, classes, is_thing, image_size, output_size, 4, 4)
     ref_map, survivors = reference_merge(logits, classes, is_thing, image_size, output_size)
     assert seg.shape == output_size and seg.dtype == torch.int32
     assert [s["category_id"] for s in info] == [int(classes[q]) for q in survivors]
@@ -81,7 +81,7 @@ def test_merge_matches_reference_on_tied_logits(seed):
     logits = logits.round().clamp(-2, 2)
     if seed % 2:
         output_size = image_size  # no resize
-    seg, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4)
+    seg, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4, 4)
     ref_map, survivors = reference_merge(logits, classes, is_thing, image_size, output_size)
     assert [s["category_id"] for s in info] == [int(classes[q]) for q in survivors]
     assert np.array_equal(seg.numpy(), ref_map + 1) if survivors else (seg == 0).all()
@@ -95,7 +95,7 @@ def test_cases_cover_stuff_merging_and_small_segments():
         logits, classes, is_thing, image_size, output_size = _random_case(seed, t=int(3 + seed % 9))
         stuff = classes[~is_thing[classes]]
         dup_stuff += len(stuff) != len(stuff.unique())
-        _, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4)
+        _, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4, 4)
         dropped += len(info) < len(classes)
     assert dup_stuff >= 10 and dropped >= 10
 
@@ -103,7 +103,7 @@ def test_cases_cover_stuff_merging_and_small_segments():
 def test_no_kept_query_gives_void():
     seg, info = postprocessing.panoptic_merge(
         torch.zeros(0, 5, 5), torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.ones(3, dtype=torch.bool),
-        (20, 20), (30, 40), 4,
+        (20, 20), (30, 40), 4, 4,
     )
     assert info == [] and seg.shape == (30, 40) and (seg == 0).all()
 
@@ -136,10 +136,10 @@ def test_semantic_and_instance_outputs_have_detectron2_shapes():
     boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4]]).repeat(n, 1)
     masks = torch.randn(n, 8, 10)
     is_thing = torch.tensor([True, True, False, False])
-    sem = postprocessing.semantic_results(logits, masks, (50, 60))
+    sem = postprocessing.semantic_results(logits, masks, (30, 40), (50, 60), 4)
     assert sem.shape == (k, 50, 60)
     detections = postprocessing.instance_queries(logits, is_thing, topk=100)
-    inst = postprocessing.instance_results(detections, boxes, masks[detections[0]], (32, 40), (30, 40), (60, 80))
+    inst = postprocessing.instance_results(detections, boxes, masks[detections[0]], (30, 40), (60, 80), 4)
     assert len(inst) == int(is_thing[logits[:, :-1].argmax(-1)].sum())
     assert inst.pred_masks.shape == (len(inst), 60, 80) and inst.pred_masks.dtype == torch.bool
     assert all(is_thing[c] for c in inst.pred_classes)
@@ -148,11 +148,11 @@ def test_semantic_and_instance_outputs_have_detectron2_shapes():
 
 
 def test_instances_by_hand_threshold_crop_resize_and_order():
-    """Masks: logits upsampled bilinearly (stride 4) to the padded 16 x 16, > 0, cropped to the
-    12 x 16 image, nearest-resized x2 to the 24 x 32 output. Query 0's +1 block over rows and
-    columns 0-1 (else -3) crosses 0 between pixels 6 and 7: a 14 x 14 square in the output.
-    Query 1 is positive only in the padding rows 13-15: empty after the crop. Query 2 is stuff:
-    not an instance. Order by score; boxes scaled to the output size."""
+    """Masks: of the 4 x 4 logits (stride 4, a padded 16 x 16 batch), the 3 x 4 cells covering
+    the 12 x 16 image, resized bilinearly to it, > 0, nearest-resized x2 to the 24 x 32 output.
+    Query 0's +1 block over rows and columns 0-1 (else -3) crosses 0 between pixels 6 and 7: a
+    14 x 14 square in the output. Query 1 is positive only in row 3, a padding cell: empty.
+    Query 2 is stuff: not an instance. Order by score; boxes scaled to the output size."""
     probs = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.5, 0.2, 0.2], [0.1, 0.1, 0.6, 0.2]])
     boxes = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0], [0.5, 0.5, 0.2, 0.2]])
     masks = torch.full((3, 4, 4), -3.0)
@@ -160,7 +160,7 @@ def test_instances_by_hand_threshold_crop_resize_and_order():
     masks[1, 3] = 1.0
     is_thing = torch.tensor([True, True, False])
     detections = postprocessing.instance_queries(probs.log(), is_thing, topk=100)
-    inst = postprocessing.instance_results(detections, boxes, masks[detections[0]], (16, 16), (12, 16), (24, 32))
+    inst = postprocessing.instance_results(detections, boxes, masks[detections[0]], (12, 16), (24, 32), 4)
     assert inst.pred_classes.tolist() == [0, 1]
     assert inst.scores.tolist() == pytest.approx([0.7, 0.5])
     assert inst.pred_boxes.tensor.tolist() == [[0, 0, 16, 12], [0, 0, 32, 24]]
@@ -178,9 +178,73 @@ def test_semantic_scores_by_hand_per_class_sum_then_bilinear_resize():
     Query 0: p = (0.6, 0.3), sigmoid = (0.5, 0.25); query 1: p = (0.2, 0.2), sigmoid = (0.75, 0.5)."""
     probs = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]])
     masks = torch.tensor([[[0.0, -torch.log(torch.tensor(3.0))]], [[torch.log(torch.tensor(3.0)), 0.0]]])
-    sem = postprocessing.semantic_results(probs.log(), masks, (2, 4))
+    sem = postprocessing.semantic_results(probs.log(), masks, (4, 8), (2, 4), 4)
     class0 = (0.6 * 0.5 + 0.2 * 0.75, 0.6 * 0.25 + 0.2 * 0.5)  # 0.45, 0.25
     class1 = (0.3 * 0.5 + 0.2 * 0.75, 0.3 * 0.25 + 0.2 * 0.5)  # 0.3, 0.175
     expected = torch.tensor([[a, (3 * a + b) / 4, (a + 3 * b) / 4, b] for a, b in (class0, class1)])
     assert sem.shape == (2, 2, 4)
     assert torch.allclose(sem, expected[:, None].expand(2, 2, 4), atol=1e-6)
+
+
+class _PaddingNoiseMaskHead(torch.nn.Module):
+    """A stand-in mask head (stride 4): on the grid of the padded batch at stride 4 (given as
+    ``memory``'s size), query q's logits are ``cells[q]`` at the top left, and random values
+    of +-50 everywhere else (the padding)."""
+
+    stride = 4
+
+    def __init__(self, cells):
+        super().__init__()
+        self.cells = cells
+
+    def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
+        out = 50 * torch.randn(len(queries), *memory.shape[-2:]).sign()
+        h, w = self.cells.shape[-2:]
+        out[:, :h, :w] = self.cells[queries[:, 0].long()]
+        return out
+
+
+def test_outputs_of_an_image_alone_equal_those_in_a_padded_batch():
+    """The one resize convention: an image's panoptic, instance and semantic outputs read only
+    its own cells, so they are the same when it runs alone and when a larger image pads it.
+    52 x 71 (rows a multiple of 4, columns 3 mod 4) is where bilinear resizing at the padded
+    size would read the padding cells next to the image's edge."""
+    from detectron2.modeling import build_model
+
+    from detr_panoptic_d2.modeling import DetrOutputs
+
+    from .helpers import make_input, register_tiny_panoptic_metadata, tiny_cfg
+
+    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
+    cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = 0.0
+    model = build_model(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    n, size = 10, (52, 71)
+    model.mask_head = _PaddingNoiseMaskHead(4 * torch.randn(n, 13, 18, generator=g))
+    logits = torch.randn(n, 6, generator=g) * 3
+    logits[:, -1] = -5.0  # every query kept
+    image = make_input(*size, with_targets=False)
+    image["height"], image["width"] = 104, 150  # resized to another output size too
+
+    def first_image_outputs(batch):
+        images, padding = model.preprocess_image(batch)
+        b, d = len(batch), model.transformer.d_model
+        embeddings = torch.zeros(1, b, n, d)
+        embeddings[..., 0] = torch.arange(n, dtype=torch.float32)  # the stand-in head reads the query id here
+        out = DetrOutputs(
+            logits=logits.expand(1, b, n, 6), boxes=torch.full((1, b, n, 4), 0.5), box_embeddings=embeddings,
+            memory=torch.zeros(b, d, *(-(-s // 4) for s in images.tensor.shape[-2:])), memory_mask=None,
+            projected=None, features={},
+        )
+        with torch.no_grad():
+            return model.inference(batch, images, out)[0]
+
+    alone = first_image_outputs([image])
+    batched = first_image_outputs([image, make_input(120, 150, with_targets=False)])
+    seg, segments = alone["panoptic_seg"]
+    assert len(segments) >= 3 and len(alone["instances"]) >= 3
+    assert torch.equal(seg, batched["panoptic_seg"][0]) and segments == batched["panoptic_seg"][1]
+    assert torch.equal(alone["instances"].pred_masks, batched["instances"].pred_masks)
+    assert alone["instances"].pred_masks.any(0).float().mean() > 0.3
+    assert torch.equal(alone["sem_seg"], batched["sem_seg"])

@@ -123,11 +123,11 @@ def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
 
 def _fpn_with_gathers(head, maps, batch_idx, projected, skips):
     """FPNMaskHead.forward with every per-image map gathered to the objects' rows first."""
-    x = head.lay2(head.lay1(torch.cat([projected[batch_idx], maps], dim=1)))
-    for adapter, refine, skip in zip(head.adapters, head.refines, skips):
-        skip = adapter(skip)[batch_idx]
+    x = head.narrow_conv(head.fuse_conv(torch.cat([projected[batch_idx], maps], dim=1)))
+    for project, refine, skip in zip(head.skip_projections, head.refine_convs, skips):
+        skip = project(skip)[batch_idx]
         x = refine(skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
-    return head.out_lay(x).squeeze(1)
+    return head.mask_predictor(x).squeeze(1)
 
 
 def test_image_runs_cover_unsorted_batch_indices():
@@ -149,4 +149,4 @@ def test_fpn_head_per_image_adds_equal_gathered_adds(batch_idx):
     training = head(maps, batch_idx, projected, skips)  # with autograd: gathered adds
     assert torch.equal(inference, gathered) and torch.equal(training, gathered)
     training.sum().backward()
-    assert maps.grad.abs().sum() > 0 and head.adapters[0].weight.grad.abs().sum() > 0
+    assert maps.grad.abs().sum() > 0 and head.skip_projections[0].weight.grad.abs().sum() > 0

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.engine import HookBase, default_argument_parser, hooks, launch
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 
-from detr_panoptic_d2.checkpoint import load_model_state
+from detr_panoptic_d2.checkpoint import DetrCheckpointer, load_model_state
 from detr_panoptic_d2.engine import DetrTrainer
 from detr_panoptic_d2.modeling import HungarianMatcher
 from detr_panoptic_d2.modeling.criterion import SetCriterion
@@ -274,3 +274,12 @@ def test_box_normaliser_is_averaged_over_processes(tmp_path):
     for rank in range(2):
         with open(tmp_path / f"num_boxes{rank}.json") as f:
             assert json.load(f) == 2.5
+
+
+def test_trainer_checkpoints_through_detr_checkpointer(tiny_shapes, tmp_path):
+    """--resume and the periodic checkpoints go through DetrCheckpointer (atomic saves, safe
+    loading), not the DetectionCheckpointer of DefaultTrainer's constructor."""
+    trainer = DetrTrainer(tiny_training_cfg(tiny_shapes[0], None, tmp_path))
+    periodic = [h for h in trainer._hooks if isinstance(h, hooks.PeriodicCheckpointer)]
+    assert isinstance(trainer.checkpointer, DetrCheckpointer)
+    assert [h.checkpointer for h in periodic] == [trainer.checkpointer]

@@ -38,7 +38,7 @@ def test_optimizer_is_adamw_with_backbone_multiplier_and_full_model_clipping():
     assert isinstance(optimizer, torch.optim.AdamW)
     assert _lr_of(optimizer, model.backbone.res3[0].conv1.weight) == pytest.approx(1e-5)
     assert _lr_of(optimizer, model.query_embed.weight) == pytest.approx(1e-4)
-    assert _lr_of(optimizer, model.mask_head.fpn.out_lay.weight) == pytest.approx(1e-4)
+    assert _lr_of(optimizer, model.mask_head.fpn.mask_predictor.weight) == pytest.approx(1e-4)
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert held == trainable

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from detr_panoptic_d2.data.image_io import read_image
 from detr_panoptic_d2.inspection import trace_pipeline, write_pipeline_page
-from detr_panoptic_d2.tool_setup import add_inference_arguments, start_inference_tool
+from detr_panoptic_d2.inference_cli import add_inference_arguments, start_inference_tool
 
 
 def get_parser():

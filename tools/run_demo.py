@@ -15,11 +15,9 @@ import argparse
 import os
 import time
 
-from detectron2.config import get_cfg
 from detectron2.utils import comm
 
-from detr_panoptic_d2 import add_detr_panoptic_config
-from detr_panoptic_d2.engine import DetrTrainer, setup
+from detr_panoptic_d2.engine import DetrTrainer, load_config, setup
 from detr_panoptic_d2.visualization import save_panoptic_visualizations
 
 DEFAULT_CONFIGS = ["configs/shapes/detr_R18_shapes.yaml"]
@@ -42,19 +40,17 @@ def format_results(results):
 
 def freezes_detector(config_file):
     """Whether the config sets MODEL.DETR.FROZEN_WEIGHTS."""
-    cfg = add_detr_panoptic_config(get_cfg())
-    cfg.merge_from_file(config_file)
-    return bool(cfg.MODEL.DETR.FROZEN_WEIGHTS)
+    return bool(load_config(config_file)[0].MODEL.DETR.FROZEN_WEIGHTS)
 
 
-def stage_args(config_file, opts, previous_output, is_last):
-    """Arguments of one stage for ``setup``: its config file, the shared overrides, the previous
-    stage's final checkpoint as frozen detector (when the stage freezes one) and, for all but
-    the last stage, no evaluation."""
+def stage_args(args, config_file, previous_output, is_last):
+    """``args`` (this tool's) for one stage, as ``setup`` reads them: its config file, the
+    shared overrides, the previous stage's final checkpoint as frozen detector (when the stage
+    freezes one) and, for all but the last stage, no evaluation."""
     extra = [] if is_last else ["DATASETS.TEST", "()"]
     if previous_output and freezes_detector(config_file):
         extra += ["MODEL.DETR.FROZEN_WEIGHTS", os.path.join(previous_output, "model_final.pth")]
-    return argparse.Namespace(config_file=config_file, opts=list(opts) + extra, eval_only=False, resume=False)
+    return argparse.Namespace(**{**vars(args), "config_file": config_file, "opts": list(args.opts) + extra})
 
 
 def main():
@@ -67,7 +63,7 @@ def main():
     start = time.time()
     previous_output, iterations = None, []
     for i, config_file in enumerate(configs):
-        cfg = setup(stage_args(config_file, args.opts, previous_output, i == len(configs) - 1))
+        cfg = setup(stage_args(args, config_file, previous_output, i == len(configs) - 1))
         trainer = DetrTrainer(cfg)
         trainer.resume_or_load(resume=False)
         results = trainer.train()

@@ -37,4 +37,4 @@ def separate_query_masks_(model, images, spread=1.0, gain=1e5, class_spread=None
     recentre_on_queries_(embeddings, [model.mask_head.attention_map.q_linear], spread)
     if class_spread is not None:
         recentre_on_queries_(embeddings, [model.class_embed], class_spread)
-    model.mask_head.fpn.lay1[0].weight[:, model.transformer.d_model :].mul_(gain)
+    model.mask_head.fpn.fuse_conv.weight[:, model.transformer.d_model :].mul_(gain)

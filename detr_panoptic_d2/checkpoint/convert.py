@@ -14,7 +14,7 @@ from detectron2.utils.file_io import PathManager
 from safetensors.torch import load_file as load_safetensors
 
 from .class_rows import RELEASED_LAYOUTS, reindex_class_rows
-from .config_hints import config_opts
+from .config_from_weights import config_opts
 from .huggingface_detr import huggingface_to_official
 from .official_detr import official_to_d2
 from .renaming import strip_detr_prefix

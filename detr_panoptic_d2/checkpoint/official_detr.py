@@ -21,6 +21,24 @@ def _backbone(match):
     return None if name is None else f"backbone.{name}"
 
 
+# The official mask head's modules -> FPNMaskHead's.
+_MASK_HEAD = {
+    "lay1": "fuse_conv",
+    "gn1": "fuse_conv.norm",
+    "lay2": "narrow_conv",
+    "gn2": "narrow_conv.norm",
+    **{f"lay{i + 3}": f"refine_convs.{i}" for i in range(3)},
+    **{f"gn{i + 3}": f"refine_convs.{i}.norm" for i in range(3)},
+    **{f"adapter{i + 1}": f"skip_projections.{i}" for i in range(3)},
+    "out_lay": "mask_predictor",
+}
+
+
+def _mask_head(match):
+    name = _MASK_HEAD.get(match[1])
+    return None if name is None else f"mask_head.fpn.{name}.{match[2]}"
+
+
 _RULES = compile_rules(
     [
         (r"backbone\.0\.body\.(.+)", _backbone),
@@ -32,12 +50,7 @@ _RULES = compile_rules(
         (rf"transformer\.(encoder|decoder)\.norm\.{_WB}", r"\g<0>"),
         (rf"(input_proj|query_embed|class_embed|bbox_embed\.layers\.\d)\.{_WB}", r"\g<0>"),
         (rf"bbox_attention\.([qk]_linear)\.{_WB}", r"mask_head.attention_map.\1.\2"),
-        (rf"mask_head\.lay([12])\.{_WB}", r"mask_head.fpn.lay\1.0.\2"),
-        (rf"mask_head\.gn([12])\.{_WB}", r"mask_head.fpn.lay\1.1.\2"),
-        (rf"mask_head\.lay([345])\.{_WB}", lambda m: f"mask_head.fpn.refines.{int(m[1]) - 3}.0.{m[2]}"),
-        (rf"mask_head\.gn([345])\.{_WB}", lambda m: f"mask_head.fpn.refines.{int(m[1]) - 3}.1.{m[2]}"),
-        (rf"mask_head\.adapter([123])\.{_WB}", lambda m: f"mask_head.fpn.adapters.{int(m[1]) - 1}.{m[2]}"),
-        (rf"mask_head\.out_lay\.{_WB}", r"mask_head.fpn.out_lay.\1"),
+        (rf"mask_head\.(\w+)\.{_WB}", _mask_head),
     ]
 )
 

@@ -15,6 +15,7 @@ from panopticapi.utils import rgb2id
 from .augmentation import build_detr_augmentation
 from .errors import PanopticDataError
 from .image_io import read_image
+from .metadata import dataset_to_contiguous
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,7 @@ class DetrPanopticDatasetMapper:
         )
         class_ids = set()
         for name in names:
-            meta = MetadataCatalog.get(name)
-            class_ids.update(meta.get("thing_dataset_id_to_contiguous_id", {}).values())
-            class_ids.update(meta.get("stuff_dataset_id_to_contiguous_id", {}).values())
+            class_ids.update(dataset_to_contiguous(MetadataCatalog.get(name)).values())
         return {
             "is_train": is_train,
             "augmentations": build_detr_augmentation(cfg, is_train),

@@ -1,4 +1,5 @@
-"""Reading images of any common kind as 8-bit arrays in the model's input format."""
+"""Reading images of any common kind as 8-bit arrays in the model's input format, and semantic
+label PNGs as they are."""
 import numpy as np
 from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
@@ -22,3 +23,10 @@ def read_image(path, format="RGB"):
             wide = np.asarray(image).astype(np.int64)
             image = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), mode="L")
         return utils.convert_PIL_to_numpy(image, format)
+
+
+def load_semantic_png(filename, dtype=None):
+    """H x W (writable) array of a semantic PNG. (Detectron2's default loader asks NumPy for a copy-free
+    conversion, which NumPy 2 refuses.)"""
+    with PathManager.open(filename, "rb") as f:
+        return np.array(Image.open(f), dtype=dtype)

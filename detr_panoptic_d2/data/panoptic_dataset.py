@@ -17,6 +17,7 @@ from detectron2.data.datasets import register_coco_panoptic
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
 from .errors import PanopticDataError
+from .metadata import STUFF_MAP, THING_MAP, dataset_to_contiguous
 
 
 def panoptic_metadata(categories):
@@ -32,10 +33,8 @@ def panoptic_metadata(categories):
         "thing_colors": colors,
         "stuff_classes": list(names),
         "stuff_colors": [list(c) for c in colors],
-        "thing_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(ordered) if c["isthing"]
-        },
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(ordered)},
+        THING_MAP: {c["id"]: i for i, c in enumerate(ordered) if c["isthing"]},
+        STUFF_MAP: {c["id"]: i for i, c in enumerate(ordered)},
     }
 
 
@@ -70,9 +69,7 @@ def load_panoptic_dicts(
 
 def _first_unknown_category(panoptic_json, panoptic_root, metadata):
     """(PNG path, problem) of the first segment whose category the metadata lacks, or None."""
-    known = set(metadata["thing_dataset_id_to_contiguous_id"]) | set(
-        metadata["stuff_dataset_id_to_contiguous_id"]
-    )
+    known = dataset_to_contiguous(metadata)
     with open(panoptic_json) as f:
         annotations = json.load(f)["annotations"]
     for ann in annotations:

@@ -1,17 +1,17 @@
-"""``setup(args)``: the config of a training or evaluation run from command-line arguments.
+"""The config of a run: ``load_config`` (every tool builds its config with it) and
+``setup(args)`` (a training or evaluation run from command-line arguments).
 
-It is Detectron2's usual set-up (config file, trailing KEY VALUE overrides,
-``default_setup``) plus what a DETR run needs to start anywhere:
+``load_config`` is Detectron2's usual construction (defaults, the plugin's keys, a config
+file, KEY VALUE overrides) plus what a DETR run needs to start anywhere:
 
 - ``--eval-only`` ignores MODEL.DETR.FROZEN_WEIGHTS: MODEL.WEIGHTS then holds the whole model;
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
 - on the CPU, SOLVER.AMP.ENABLED trains under bfloat16 autocast (DetrPanoptic.training_autocast)
   instead of Detectron2's float16 AMPTrainer, which needs CUDA.
 
-With DETERMINISTIC set, PyTorch is asked for deterministic algorithms (seeding is Detectron2's,
-from SEED).
-
-Each change is logged as a warning.
+``setup`` adds Detectron2's ``default_setup`` (output folder, logging, seeding from SEED) and,
+with MODEL.DETR.DETERMINISTIC set, asks PyTorch for deterministic algorithms; it logs each
+change above as a warning.
 """
 import logging
 import os
@@ -43,19 +43,25 @@ def adapt_to_machine(cfg, eval_only=False):
     return warnings
 
 
+def load_config(config_file, opts=(), *, eval_only=False):
+    """The (unfrozen) config of ``config_file``: Detectron2's defaults, the plugin's keys
+    (``add_detr_panoptic_config``), the file, then ``opts`` (["KEY", "VALUE", ...]), adapted
+    to the machine (``adapt_to_machine``, ``eval_only`` as there).
+    Returns (cfg, the adaptations made: one message each)."""
+    cfg = add_detr_panoptic_config(get_cfg())
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg, adapt_to_machine(cfg, eval_only=eval_only)
+
+
 def setup(args):
-    """Frozen config from ``args`` (Detectron2's ``default_argument_parser``): the plugin's
-    keys, ``args.config_file``, then ``args.opts``; adapted to the machine (see the module
-    docstring); logging (Detectron2's and this package's), the output directory and seeding
-    set up as ``default_setup`` does."""
-    cfg = get_cfg()
-    add_detr_panoptic_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    warnings = adapt_to_machine(cfg, eval_only=getattr(args, "eval_only", False))
+    """Frozen config from ``args`` (Detectron2's ``default_argument_parser``):
+    ``load_config(args.config_file, args.opts)``; logging (Detectron2's and this package's),
+    the output directory and seeding set up as ``default_setup`` does."""
+    cfg, warnings = load_config(args.config_file, args.opts, eval_only=getattr(args, "eval_only", False))
     cfg.freeze()
     default_setup(cfg, args)
-    if cfg.DETERMINISTIC:
+    if cfg.MODEL.DETR.DETERMINISTIC:
         # cuBLAS needs this workspace setting to be deterministic; harmless on the CPU.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)

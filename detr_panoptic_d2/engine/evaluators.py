@@ -13,27 +13,21 @@ Each one left out is logged with the reason.
 """
 import logging
 
-import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
-from detectron2.utils.file_io import PathManager
-from PIL import Image
+
+from ..data.image_io import load_semantic_png
+from ..data.metadata import contiguous_to_dataset
 
 logger = logging.getLogger(__name__)
-
-
-def load_semantic_png(filename, dtype=None):
-    """H x W (writable) array of a semantic PNG. (Detectron2's default loader asks NumPy for a copy-free
-    conversion, which NumPy 2 refuses.)"""
-    with PathManager.open(filename, "rb") as f:
-        return np.array(Image.open(f), dtype=dtype)
 
 
 class PanopticSemSegEvaluator(SemSegEvaluator):
     """Detectron2's ``SemSegEvaluator`` over all classes of a panoptic dataset.
 
-    It reads the ground truth with ``load_semantic_png``. Detectron2's evaluator maps predicted contiguous ids back to dataset ids through
+    It reads the ground truth with ``data.image_io.load_semantic_png``. Detectron2's evaluator
+    maps predicted contiguous ids back to dataset ids through
     ``stuff_dataset_id_to_contiguous_id`` alone, which in the standard COCO panoptic metadata
     holds no thing class (its JSON export then fails on the first predicted thing pixel);
     this one maps through the thing and stuff tables together. Metrics are unchanged.
@@ -43,12 +37,7 @@ class PanopticSemSegEvaluator(SemSegEvaluator):
         super().__init__(
             dataset_name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=load_semantic_png
         )
-        meta = MetadataCatalog.get(dataset_name)
-        dataset_to_contiguous = {
-            **meta.get("thing_dataset_id_to_contiguous_id", {}),
-            **meta.get("stuff_dataset_id_to_contiguous_id", {}),
-        }
-        self._contiguous_id_to_dataset_id = {v: k for k, v in dataset_to_contiguous.items()}
+        self._contiguous_id_to_dataset_id = contiguous_to_dataset(MetadataCatalog.get(dataset_name))
 
 
 class ThingsCOCOEvaluator(COCOEvaluator):

@@ -7,23 +7,25 @@ What differs from DefaultTrainer:
 - data: ``DetrPanopticDatasetMapper`` with DETR's augmentation (training) or test resize;
 - evaluation: ``build_panoptic_evaluator`` (PQ, box/mask AP, mIoU from one inference pass);
 - multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
-  constructor always passes ``device_ids``, which DDP refuses for a CPU model.
+  ``create_ddp_model`` always passes ``device_ids``, which DDP refuses for a CPU model;
+- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
 
-Checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
+Each is one of DefaultTrainer's builders overridden, except the DDP arguments, for which
+DefaultTrainer's constructor has no hook: on the CPU it runs with ``create_ddp_model`` given
+``device_ids=None``.
 Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED on a GPU; on
 the CPU the model autocasts to bfloat16 itself, see DetrPanoptic.training_autocast), the LR
 scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
 TensorBoard events, evaluation at the end and every TEST.EVAL_PERIOD iterations.
 """
-import logging
+import functools
 import os
 import weakref
 
+import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from detectron2.engine import DefaultTrainer, SimpleTrainer
 
 from ..checkpoint import DetrCheckpointer
 from ..data import DetrPanopticDatasetMapper
@@ -35,26 +37,26 @@ class DetrTrainer(DefaultTrainer):
     """Trains and evaluates ``DetrPanoptic`` from a config (see the module docstring)."""
 
     def __init__(self, cfg):
-        TrainerBase.__init__(self)
-        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
-            setup_logger()
-        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        model = self.build_model(cfg)
-        optimizer = self.build_optimizer(cfg, model)
-        data_loader = self.build_train_loader(cfg)
-        ddp_kwargs = {"broadcast_buffers": False}
-        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
-            ddp_kwargs["device_ids"] = None
-        model = create_ddp_model(model, **ddp_kwargs)
-        # On the CPU, SOLVER.AMP.ENABLED makes DetrPanoptic autocast to bfloat16 itself.
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE.startswith("cuda") else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        self.start_iter = 0
-        self.max_iter = cfg.SOLVER.MAX_ITER
-        self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        """DefaultTrainer's constructor; on the CPU with DDP's ``device_ids`` left out (see the
+        module docstring)."""
+        if torch.device(cfg.MODEL.DEVICE).type != "cpu":
+            super().__init__(cfg)
+            return
+        create_ddp_model = d2_defaults.create_ddp_model
+        d2_defaults.create_ddp_model = functools.partial(create_ddp_model, device_ids=None)
+        try:
+            super().__init__(cfg)
+        finally:
+            d2_defaults.create_ddp_model = create_ddp_model
+        if cfg.SOLVER.AMP.ENABLED:  # AMPTrainer needs CUDA; DetrPanoptic autocasts to bfloat16 itself
+            self._trainer = SimpleTrainer(self._trainer.model, self._trainer.data_loader, self._trainer.optimizer)
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks, with ``DetrCheckpointer`` (in place of the
+        DetectionCheckpointer the constructor made) behind --resume and the periodic
+        checkpoints."""
+        self.checkpointer = DetrCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
 
     def train(self):
         """Trains from ``start_iter`` to SOLVER.MAX_ITER. Returns the results of the last

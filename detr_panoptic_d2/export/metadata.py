@@ -10,6 +10,8 @@ import json
 
 from detectron2.data import MetadataCatalog
 
+from ..data.metadata import class_names
+
 METADATA_KEY = "detr_panoptic_d2"
 FORMAT_VERSION = 1
 
@@ -51,20 +53,13 @@ def graph_sizes(cfg):
     return {key: _get(cfg, key) for key in GRAPH_KEYS}
 
 
-def class_names(cfg):
-    """The K class names of DATASETS.TEST[0] (Detectron2's panoptic metadata lists all of
-    them in ``stuff_classes``)."""
-    meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-    return list(meta.get("stuff_classes", meta.get("thing_classes", [])))
-
-
 def export_metadata(cfg, model, top_k=None):
     """The JSON-able description of an export of ``model`` (a DetrPanoptic built from ``cfg``)."""
     sizes = graph_sizes(cfg)
     is_thing = model.is_thing.tolist()
     return {
         "format_version": FORMAT_VERSION,
-        "class_names": class_names(cfg),
+        "class_names": class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0])),
         "thing_ids": [i for i, t in enumerate(is_thing) if t],
         "stuff_ids": [i for i, t in enumerate(is_thing) if not t],
         "input": {"format": cfg.INPUT.FORMAT, "channels": len(cfg.MODEL.PIXEL_MEAN), "dtype": "uint8", "layout": "CHW"},
@@ -99,7 +94,7 @@ def check_fits(metadata, cfg, path):
         for key, value in ours.items()
         if metadata["sizes"].get(key) != value
     ]
-    names = class_names(cfg)
+    names = class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0]))
     if metadata["class_names"] != names:
         problems.append(
             f"classes of {cfg.DATASETS.TEST[0]!r}: exported {len(metadata['class_names'])} "

@@ -87,6 +87,7 @@ class OnnxPanopticModel:
             tuple(image.shape[-2:]),
             output_size,
             self.small_segment_area,
+            self.metadata["mask_stride"],
         )
 
     def __call__(self, batched_inputs):

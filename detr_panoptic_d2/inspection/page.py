@@ -13,7 +13,8 @@ from detectron2.utils.visualizer import Visualizer
 from matplotlib import colormaps
 from PIL import Image
 
-from ..panoptic_export import class_names, draw_panoptic
+from ..data.metadata import class_names
+from ..visualization import draw_panoptic
 
 PAGE_STYLE = (
     "body{font-family:sans-serif;margin:1em 2em}figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}"

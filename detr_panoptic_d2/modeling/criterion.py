@@ -60,6 +60,22 @@ class SetCriterion(nn.Module):
         focal_alpha=0.25,
         focal_gamma=2.0,
     ):
+        """
+        Args:
+            num_classes: K, the real classes (MODEL.DETR.NUM_CLASSES); logits have K + 1
+                columns, the last "no object".
+            matcher: a ``HungarianMatcher``, called on the last layer's (and with deep
+                supervision every layer's) predictions.
+            class_weight: weight of the classification cross-entropy (MODEL.DETR.CLASS_WEIGHT).
+            no_object_weight: the "no object" class's weight inside that cross-entropy
+                (MODEL.DETR.NO_OBJECT_WEIGHT; paper 0.1).
+            l1_weight, giou_weight: weights of the box L1 and GIoU losses
+                (MODEL.DETR.L1_WEIGHT, GIOU_WEIGHT; paper 5 and 2).
+            mask_weight, dice_weight: weights of the mask focal and dice losses
+                (MODEL.DETR.MASK_WEIGHT, DICE_WEIGHT; paper 1 and 1).
+            focal_alpha, focal_gamma: the sigmoid focal loss's alpha and gamma
+                (MODEL.DETR.FOCAL_ALPHA, FOCAL_GAMMA).
+        """
         super().__init__()
         self.num_classes = num_classes
         self.matcher = matcher

@@ -12,8 +12,9 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.utils.registry import Registry
+from fvcore.nn.weight_init import c2_xavier_fill
 from torch import nn
 
 from .attention_map import MultiHeadAttentionMap
@@ -52,11 +53,15 @@ cell; inference crops each image's logits to its ceil(height/s) x ceil(width/s) 
 
 
 def _conv_gn_relu(in_channels, out_channels):
-    """3x3 conv + GroupNorm (8 groups, fewer for narrow layers) + ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        nn.GroupNorm(min(8, out_channels), out_channels),
-        nn.ReLU(inplace=True),
+    """3x3 conv + GroupNorm (8 groups, fewer for narrow layers) + ReLU, as one Detectron2
+    ``Conv2d`` (parameters ``weight``, ``bias``, ``norm.weight``, ``norm.bias``)."""
+    return Conv2d(
+        in_channels,
+        out_channels,
+        3,
+        padding=1,
+        norm=nn.GroupNorm(min(8, out_channels), out_channels),
+        activation=F.relu,
     )
 
 
@@ -90,46 +95,57 @@ class FPNMaskHead(nn.Module):
     """DETR's FPN-style head: attention maps + projected res5 -> mask logits at the finest level.
 
     Widths follow DETR: with hidden dim d and M heads, the input has d + M channels, then
-    d/2, d/4, d/8, d/16 after each stage. ``fpn_channels`` are the channels of the skip
-    features from coarse to fine (res4, res3, res2 for ResNet), read off the backbone.
+    d/2, d/4, d/8, d/16 after each stage. Parts (DETR's names in brackets): ``fuse_conv``
+    [lay1, gn1] mixes the attention maps with res5, ``narrow_conv`` [lay2, gn2] narrows to d/2,
+    then per skip feature ``skip_projections.i`` [adapter1..3] (1x1) and ``refine_convs.i``
+    [lay3..5, gn3..5]; ``mask_predictor`` [out_lay] gives one logit per pixel. Every conv is
+    initialized as DETR's (kaiming_uniform with a=1, zero bias: fvcore's ``c2_xavier_fill``).
     """
 
     def __init__(self, hidden_dim, num_heads, fpn_channels: List[int]):
+        """
+        Args:
+            hidden_dim: d, the channels of the projected res5 and of the box embeddings
+                (MODEL.DETR.HIDDEN_DIM); at least 16.
+            num_heads: M, the attention maps per object (MODEL.DETR.MASK_HEAD.NHEADS). The
+                GroupNorms need d + M and d/2 .. d/16 divisible by 8 (or below 8).
+            fpn_channels: the channels of the 3 skip features, coarse to fine (res4, res3,
+                res2 for ResNet), read off the backbone.
+        """
         super().__init__()
         if len(fpn_channels) != 3:
             raise ValueError(f"FPNMaskHead takes 3 skip features (coarse to fine), got {len(fpn_channels)}")
         in_dim = hidden_dim + num_heads
         widths = [hidden_dim // 2, hidden_dim // 4, hidden_dim // 8, hidden_dim // 16]
         if widths[-1] < 1:
-            raise ValueError(f"MODEL.DETR.HIDDEN_DIM={hidden_dim} is too small for the mask head (needs >= 16)")
+            raise ValueError(f"hidden_dim={hidden_dim} (MODEL.DETR.HIDDEN_DIM) is too small for the mask head (needs >= 16)")
         for width in [in_dim] + widths:
             if width % min(8, width):
                 raise ValueError(
-                    f"The mask head's GroupNorm needs widths divisible by 8: MODEL.DETR.HIDDEN_DIM={hidden_dim} "
-                    f"+ MODEL.DETR.MASK_HEAD.NHEADS={num_heads} gives {in_dim}, then {widths}; e.g. HIDDEN_DIM "
-                    "64, 128 or 256 with NHEADS 8"
+                    f"The mask head's GroupNorm needs widths divisible by 8: hidden_dim={hidden_dim} "
+                    f"(MODEL.DETR.HIDDEN_DIM) + num_heads={num_heads} (MODEL.DETR.MASK_HEAD.NHEADS) gives "
+                    f"{in_dim}, then {widths}; e.g. hidden_dim 64, 128 or 256 with num_heads 8"
                 )
-        self.lay1 = _conv_gn_relu(in_dim, in_dim)
-        self.lay2 = _conv_gn_relu(in_dim, widths[0])
-        self.adapters = nn.ModuleList(nn.Conv2d(c, w, 1) for c, w in zip(fpn_channels, widths[:3]))
-        self.refines = nn.ModuleList(_conv_gn_relu(w_in, w_out) for w_in, w_out in zip(widths[:3], widths[1:]))
-        self.out_lay = nn.Conv2d(widths[-1], 1, 3, padding=1)
+        self.fuse_conv = _conv_gn_relu(in_dim, in_dim)
+        self.narrow_conv = _conv_gn_relu(in_dim, widths[0])
+        self.skip_projections = nn.ModuleList(Conv2d(c, w, 1) for c, w in zip(fpn_channels, widths[:3]))
+        self.refine_convs = nn.ModuleList(_conv_gn_relu(w_in, w_out) for w_in, w_out in zip(widths[:3], widths[1:]))
+        self.mask_predictor = Conv2d(widths[-1], 1, 3, padding=1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_uniform_(m.weight, a=1)
-                nn.init.constant_(m.bias, 0)
+                c2_xavier_fill(m)
 
     def forward(self, attention_maps, batch_idx, projected, skips):
         """attention_maps: T x M x h x w; batch_idx: T long (image of each object);
         projected: B x d x h x w (1x1-projected res5); skips: 3 maps B x C_k x H_k x W_k,
         coarse to fine. Returns T x H_fine x W_fine mask logits."""
         x = torch.cat([projected[batch_idx], attention_maps], dim=1)
-        x = self.lay2(self.lay1(x))
+        x = self.narrow_conv(self.fuse_conv(x))
         runs = image_runs(batch_idx) if projected.shape[0] > 1 else None
-        for adapter, refine, skip in zip(self.adapters, self.refines, skips):
-            skip = adapter(skip)
+        for project, refine, skip in zip(self.skip_projections, self.refine_convs, skips):
+            skip = project(skip)
             x = refine(_add_per_object(F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip, batch_idx, runs))
-        return self.out_lay(x).squeeze(1)
+        return self.mask_predictor(x).squeeze(1)
 
 
 @DETR_MASK_HEAD_REGISTRY.register()

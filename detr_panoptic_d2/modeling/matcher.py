@@ -12,10 +12,22 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 
 class HungarianMatcher(nn.Module):
+    """One-to-one assignment of predictions to targets (see the module docstring)."""
+
     def __init__(self, cost_class=1.0, cost_l1=5.0, cost_giou=2.0):
+        """
+        Args:
+            cost_class: weight of -p(target class) (MODEL.DETR.COST_CLASS; paper 1).
+            cost_l1: weight of the L1 distance of the normalized cxcywh boxes
+                (MODEL.DETR.COST_L1; paper 5).
+            cost_giou: weight of -GIoU of the boxes (MODEL.DETR.COST_GIOU; paper 2).
+                Not all three may be 0.
+        """
         super().__init__()
         if cost_class == 0 and cost_l1 == 0 and cost_giou == 0:
-            raise ValueError("MODEL.DETR.COST_CLASS, COST_L1 and COST_GIOU cannot all be 0")
+            raise ValueError(
+                "cost_class, cost_l1 and cost_giou (MODEL.DETR.COST_CLASS, COST_L1, COST_GIOU) cannot all be 0"
+            )
         self.cost_class = cost_class
         self.cost_l1 = cost_l1
         self.cost_giou = cost_giou

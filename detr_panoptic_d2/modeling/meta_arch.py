@@ -31,6 +31,8 @@ from detectron2.structures import ImageList
 from torch import nn
 from torchvision.ops import box_convert
 
+from ..config import AMP_DTYPES
+from ..data.metadata import dataset_to_contiguous, thing_contiguous_ids
 from . import postprocessing
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .criterion import SetCriterion
@@ -40,9 +42,6 @@ from .matcher import HungarianMatcher
 from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
 from .transformer import Transformer
-
-# Values of MODEL.DETR.TEST.AMP_DTYPE.
-AMP_DTYPES = {"": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class MLP(nn.Module):
@@ -77,14 +76,13 @@ def _thing_ids(cfg):
             f"Dataset {names[0]!r} has no thing_dataset_id_to_contiguous_id metadata; DetrPanoptic needs "
             "it to tell things from stuff (register the dataset with register_coco_panoptic)"
         )
-    ids = sorted(meta.thing_dataset_id_to_contiguous_id.values())
-    ids += sorted(getattr(meta, "stuff_dataset_id_to_contiguous_id", {}).values())
+    ids = dataset_to_contiguous(meta).values()
     if ids and max(ids) >= cfg.MODEL.DETR.NUM_CLASSES:
         raise ValueError(
             f"Dataset {names[0]!r} has contiguous class ids up to {max(ids)}, but "
             f"MODEL.DETR.NUM_CLASSES={cfg.MODEL.DETR.NUM_CLASSES}; set it to {max(ids) + 1}"
         )
-    return sorted(meta.thing_dataset_id_to_contiguous_id.values())
+    return thing_contiguous_ids(meta)
 
 
 def float32_on_cpu(x):
@@ -129,7 +127,7 @@ class DetrPanoptic(nn.Module):
         semantic_on=False,
         detections_per_image=100,
         mask_score_floor=0.0,
-        amp_dtype="",
+        amp_dtype="none",
         cpu_training_amp=False,
     ):
         """
@@ -238,8 +236,7 @@ class DetrPanoptic(nn.Module):
         self.mask_score_floor = mask_score_floor
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(
-                f"amp_dtype (MODEL.DETR.TEST.AMP_DTYPE) must be one of {sorted(AMP_DTYPES)} ('' = full precision), "
-                f"got {amp_dtype!r}"
+                f"amp_dtype (MODEL.DETR.TEST.AMP_DTYPE) must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}"
             )
         self.amp_dtype = AMP_DTYPES[amp_dtype]
         self.cpu_training_amp = cpu_training_amp
@@ -415,7 +412,7 @@ class DetrPanoptic(nn.Module):
 
     def inference_autocast(self):
         """torch.autocast with MODEL.DETR.TEST.AMP_DTYPE for inference's network steps (1-7);
-        a no-op when it is empty. Post-processing always runs in float32."""
+        a no-op when it is "none". Post-processing always runs in float32."""
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def training_autocast(self):
@@ -498,27 +495,28 @@ class DetrPanoptic(nn.Module):
         if self.mask_head is not None:
             with self.inference_autocast():
                 mask_logits = [m.float() for m in self._masks_for_inference(out, needed)]
+        stride = self.mask_head.stride if self.mask_head is not None else None
         results = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             result = {}
             rows = needed[i].cumsum(0) - 1  # query -> its row in mask_logits[i]
-            if mask_logits is not None:
-                valid_masks = self._valid_cells(mask_logits[i], image_size)
             if self.panoptic_on:
                 keep, scores, classes = kept[i]
                 result["panoptic_seg"] = postprocessing.panoptic_merge(
-                    valid_masks[rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
-                    self.small_segment_area,
+                    mask_logits[i][rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
+                    self.small_segment_area, stride,
                 )
             if self.instances_on:
                 det_masks = mask_logits[i][rows[detections[i][0]]] if mask_logits is not None else None
                 result["instances"] = postprocessing.instance_results(
-                    detections[i], boxes[i], det_masks, images.tensor.shape[-2:], image_size, output_size
+                    detections[i], boxes[i], det_masks, image_size, output_size, stride
                 )
             if self.semantic_on:
                 sem = semantic[i]
-                result["sem_seg"] = postprocessing.semantic_results(logits[i][sem], valid_masks[rows[sem]], output_size)
+                result["sem_seg"] = postprocessing.semantic_results(
+                    logits[i][sem], mask_logits[i][rows[sem]], image_size, output_size, stride
+                )
             results.append(result)
         return results
 
@@ -577,9 +575,11 @@ class DetrPanoptic(nn.Module):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
             valid_masks = panoptic = None
             if masks[i] is not None:
-                valid_masks = self._valid_cells(masks[i], image_size)
+                stride = self.mask_head.stride
+                rows, cols = postprocessing.image_cells(image_size, stride)
+                valid_masks = masks[i][:, :rows, :cols]
                 panoptic = postprocessing.panoptic_merge(
-                    valid_masks, scores, classes, self.is_thing, image_size, output_size, self.small_segment_area
+                    masks[i], scores, classes, self.is_thing, image_size, output_size, self.small_segment_area, stride
                 )
             steps.append(
                 ImageSteps(
@@ -620,8 +620,3 @@ class DetrPanoptic(nn.Module):
             )
         return logits, boxes
 
-    def _valid_cells(self, mask_logits, image_size):
-        """mask_logits: T x H/s x W/s over the padded batch -> T x ceil(h/s) x ceil(w/s), the
-        cells covering an image of image_size (h, w) (s: the mask stride)."""
-        stride = self.mask_head.stride
-        return mask_logits[:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]

@@ -1,7 +1,14 @@
 """Step 8: from per-query predictions to Detectron2's outputs, in the original image size.
 
+One resize convention serves all three outputs: mask logits come at the mask stride s over
+the padded batch, and only the ceil(h/s) x ceil(w/s) cells that cover the h x w image are read
+(``image_cells``), resized bilinearly to where the output needs them (Detectron2's
+``sem_seg_postprocess``). Padding, and so the other images of a batch, never reach an image's
+outputs; for an image alone (DETR's reference runs one image unpadded) the cells are all of
+its mask.
+
 ``panoptic_merge`` follows the reference (DETR's PostProcessPanoptic) step by step: kept
-queries' mask logits are upsampled to the network's input size, a pixel-wise argmax picks one
+queries' mask logits are resized to the network's input size, a pixel-wise argmax picks one
 query per pixel, the id map is resized to the original size with PIL's nearest-neighbour
 rule, stuff queries of one class are merged, and segments of at most ``small_area`` pixels are
 dropped, repeating until none is. Instances and semantic scores are DETR's and
@@ -10,8 +17,15 @@ Mask2Former's conventions for COCOEvaluator and SemSegEvaluator.
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import box_convert
+
+
+def image_cells(image_size, stride):
+    """(rows, cols) of the mask-stride cells that cover an image of ``image_size`` (h, w):
+    ceil(h / stride), ceil(w / stride)."""
+    return -(-image_size[0] // stride), -(-image_size[1] // stride)
 
 
 def select_queries(logits, threshold):
@@ -44,11 +58,11 @@ def resize_ids_nearest(ids, size):
     return ids[rows][:, cols]
 
 
-def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_size, small_area):
+def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_size, small_area, stride):
     """Merges kept queries into one panoptic map.
 
-    mask_logits: T x h' x w' logits of the kept queries over the image's valid region at the
-        mask stride; scores, classes: T (contiguous class ids); is_thing: K bool.
+    mask_logits: T x h' x w' logits of the kept queries at the mask ``stride`` (see the module
+        docstring); scores, classes: T (contiguous class ids); is_thing: K bool.
     image_size: (h, w) of the network input; output_size: (H, W) of the original image.
     Returns (panoptic_seg H x W int32 with 0 = void and segments numbered from 1,
     segments_info list of {"id", "isthing", "category_id", "score", "area"}).
@@ -56,7 +70,7 @@ def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_si
     empty = torch.zeros(output_size, dtype=torch.int32, device=mask_logits.device)
     if mask_logits.shape[0] == 0:
         return empty, []
-    masks = F.interpolate(mask_logits[:, None], size=image_size, mode="bilinear", align_corners=False)[:, 0]
+    masks = sem_seg_postprocess(mask_logits, image_cells(image_size, stride), *image_size)
     # Per pixel, the query with the highest logit; max(0).indices follows argmax's rule (the
     # first maximum wins) and is faster on CPU.
     winner = masks.max(0).indices
@@ -129,13 +143,13 @@ def instance_queries(logits, is_thing, topk, floor=0.0):
     return idx, scores[idx], classes[idx]
 
 
-def instance_results(detections, boxes, mask_logits, padded_size, image_size, output_size):
+def instance_results(detections, boxes, mask_logits, image_size, output_size, stride):
     """Things as Detectron2 Instances.
 
     detections: (queries T, scores T, classes T) from ``instance_queries``; boxes: N x 4
-    normalized cxcywh of all queries; mask_logits: T x h' x w' logits of the detections over
-    the padded batch at the mask stride, or None (box-only model). Masks: logits upsampled to
-    the padded size, > 0, cropped to ``image_size``, then nearest-resized to ``output_size``.
+    normalized cxcywh of all queries; mask_logits: T x h' x w' logits of the detections at
+    the mask ``stride`` (see the module docstring), or None (box-only model). Masks: the
+    image's cells resized to ``image_size``, > 0, then nearest-resized to ``output_size``.
     """
     idx, scores, classes = detections
     result = Instances(output_size)
@@ -145,19 +159,19 @@ def instance_results(detections, boxes, mask_logits, padded_size, image_size, ou
     result.scores = scores
     result.pred_classes = classes
     if mask_logits is not None:
-        result.pred_masks = _binary_masks(mask_logits, padded_size, image_size, output_size)
+        result.pred_masks = _binary_masks(mask_logits, image_size, output_size, stride)
     return result
 
 
-def _binary_masks(mask_logits, padded_size, image_size, output_size, chunk=16):
+def _binary_masks(mask_logits, image_size, output_size, stride, chunk=16):
     """T x h' x w' logits -> T x H x W bool masks (chunked to bound peak memory)."""
-    out = []
-    for part in mask_logits.split(chunk):
-        up = F.interpolate(part[:, None], size=padded_size, mode="bilinear", align_corners=False)
-        binary = (up[:, :, : image_size[0], : image_size[1]] > 0).float()
-        out.append(F.interpolate(binary, size=output_size, mode="nearest")[:, 0] > 0.5)
-    if not out:
+    if not len(mask_logits):
         return torch.zeros((0, *output_size), dtype=torch.bool, device=mask_logits.device)
+    out = []
+    cells = image_cells(image_size, stride)
+    for part in mask_logits.split(chunk):
+        binary = (sem_seg_postprocess(part, cells, *image_size) > 0).float()
+        out.append(F.interpolate(binary[None], size=output_size, mode="nearest")[0] > 0.5)
     return torch.cat(out)
 
 
@@ -170,13 +184,17 @@ def semantic_queries(logits, floor=0.0):
     return logits.softmax(-1)[:, :-1].max(-1).values >= floor
 
 
-def semantic_results(logits, mask_logits, output_size):
+def semantic_results(logits, mask_logits, image_size, output_size, stride):
     """Per-class scores C x H x W: sum over queries of p(class) * sigmoid(mask).
 
-    logits: T x (K+1) and mask_logits: T x h' x w' over the image's valid region, of the
-    queries summed over (``semantic_queries``). The sum is taken at the mask stride, then
-    upsampled bilinearly to ``output_size``.
+    logits: T x (K+1) and mask_logits: T x h' x w' at the mask ``stride`` (see the module
+    docstring), of the queries summed over (``semantic_queries``); image_size: (h, w) of the
+    network input. The sum is taken over the image's cells at the mask stride, then resized
+    bilinearly to ``output_size``.
     """
+    rows, cols = image_cells(image_size, stride)
     probs = logits.softmax(-1)[:, :-1]
-    scores = torch.einsum("qc,qhw->chw", probs, mask_logits.sigmoid())
-    return F.interpolate(scores[None], size=output_size, mode="bilinear", align_corners=False)[0]
+    # A contiguous copy first: sigmoid rounds differently on a strided view, and the scores must
+    # not depend on how much padding the batch has.
+    scores = torch.einsum("qc,qhw->chw", probs, mask_logits[:, :rows, :cols].contiguous().sigmoid())
+    return sem_seg_postprocess(scores, (rows, cols), *output_size)

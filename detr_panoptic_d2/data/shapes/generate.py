@@ -21,6 +21,7 @@ from iopath.common.file_io import file_lock
 from panopticapi.utils import id2rgb
 from PIL import Image
 
+from ..metadata import THING_MAP, dataset_to_contiguous
 from ..panoptic_dataset import panoptic_metadata
 from .render import CATEGORIES, render_sample
 
@@ -77,11 +78,8 @@ def generate_split(root, num_images, seed, min_size, max_size):
     for key in ("image_root", "panoptic_root", "sem_seg_root"):
         os.makedirs(paths[key], exist_ok=True)
     meta = panoptic_metadata(CATEGORIES)
-    contiguous = {
-        **meta["thing_dataset_id_to_contiguous_id"],
-        **meta["stuff_dataset_id_to_contiguous_id"],
-    }
-    things = set(meta["thing_dataset_id_to_contiguous_id"])
+    contiguous = dataset_to_contiguous(meta)
+    things = set(meta[THING_MAP])
 
     images, panoptic_annotations, instance_annotations = [], [], []
     for index in range(num_images):

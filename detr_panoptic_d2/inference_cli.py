@@ -1,18 +1,17 @@
-"""Set-up shared by the inference tools (tools/demo.py, tools/inspect_pipeline.py): the config,
-the device, the model with its weights, and the list of input images."""
+"""The command line of the inference tools (tools/demo.py, tools/inspect_pipeline.py,
+tools/export_model.py): their shared options, the inference config, the predictor with its
+weights, and the list of input images."""
 import argparse
 import glob
 import logging
 import os
 
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import DetrCheckpointer
-from .config import add_detr_panoptic_config
-from .engine.defaults import adapt_to_machine
+from .engine.defaults import load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
@@ -47,19 +46,16 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
 
     confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. INSTANCES_ON and
     SEMANTIC_ON are turned off (the tools show the panoptic output only). The config is
-    adapted to the machine as for ``train_net.py --eval-only`` (engine.adapt_to_machine: no
+    adapted to the machine as for ``train_net.py --eval-only`` (engine.load_config: no
     FROZEN_WEIGHTS, CPU when CUDA is unavailable). Raises ValueError when the config cannot
     give a panoptic output or names no dataset for the class names."""
-    cfg = get_cfg()
-    add_detr_panoptic_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg, adaptations = load_config(config_file, opts, eval_only=True)
     if confidence_threshold is not None:
         cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = confidence_threshold
     # The tools show the panoptic output only: instance and semantic outputs are not computed.
     cfg.MODEL.DETR.TEST.INSTANCES_ON = False
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
-    for message in adapt_to_machine(cfg, eval_only=True):
+    for message in adaptations:
         logger.info(message)
     if not (cfg.MODEL.MASK_ON and cfg.MODEL.DETR.TEST.PANOPTIC_ON):
         raise ValueError(
