@@ -7,6 +7,9 @@ It is Detectron2's usual set-up (config file, trailing KEY VALUE overrides,
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
 - SOLVER.AMP.ENABLED is turned off on CPU (Detectron2's AMP trainer needs CUDA).
 
+MODEL.DETR.NUM_CLASSES must be the class count of every dataset in DATASETS.TRAIN and TEST
+(``check_num_classes``; register datasets on disk first, e.g. ``--register``).
+
 With DETERMINISTIC set, PyTorch is asked for deterministic algorithms (seeding is Detectron2's,
 from SEED).
 
@@ -22,6 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_detr_panoptic_config
+from ..data.user_datasets import check_num_classes
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +51,8 @@ def adapt_to_machine(cfg, eval_only=False):
 
 def setup(args):
     """Frozen config from ``args`` (Detectron2's ``default_argument_parser``): the plugin's
-    keys, ``args.config_file``, then ``args.opts``; adapted to the machine (see the module
-    docstring); logging (Detectron2's and this package's), the output directory and seeding
+    keys, ``args.config_file``, then ``args.opts``; adapted to the machine and NUM_CLASSES
+    checked (see the module docstring); logging (Detectron2's and this package's), the output directory and seeding
     set up as ``default_setup`` does."""
     cfg = get_cfg()
     add_detr_panoptic_config(cfg)
@@ -56,6 +60,7 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     warnings = adapt_to_machine(cfg, eval_only=getattr(args, "eval_only", False))
     cfg.freeze()
+    check_num_classes(cfg.MODEL.DETR.NUM_CLASSES, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     default_setup(cfg, args)
     if cfg.DETERMINISTIC:
         # cuBLAS needs this workspace setting to be deterministic; harmless on the CPU.
