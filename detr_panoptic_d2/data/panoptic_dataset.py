@@ -39,6 +39,19 @@ def panoptic_metadata(categories):
     }
 
 
+def thing_class_ids(dataset_name):
+    """Sorted contiguous ids of the thing classes of a registered panoptic dataset (what
+    ``DetrPanoptic`` takes as ``thing_ids``). Raises ValueError when its metadata has no
+    ``thing_dataset_id_to_contiguous_id``."""
+    meta = MetadataCatalog.get(dataset_name)
+    if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+        raise ValueError(
+            f"Dataset {dataset_name!r} has no thing_dataset_id_to_contiguous_id metadata: register it as a "
+            "panoptic dataset (e.g. register_panoptic_dataset, or --register)"
+        )
+    return sorted(meta.thing_dataset_id_to_contiguous_id.values())
+
+
 def load_panoptic_dicts(
     dataset_name, panoptic_json, image_root, panoptic_root, metadata, sem_seg_root=None
 ):

@@ -1,16 +1,20 @@
 """Training and evaluation: ``DetrTrainer``, its optimizer and evaluators, and ``setup``."""
 from .defaults import adapt_to_machine, setup
-from .evaluators import PanopticSemSegEvaluator, ThingsCOCOEvaluator, build_panoptic_evaluator
-from .optimizer import build_optimizer, with_full_model_clipping
-from .trainer import DetrTrainer
+from .evaluators import PanopticSemSegEvaluator, ThingsCOCOEvaluator, build_panoptic_evaluator, panoptic_evaluators
+from .optimizer import backbone_lr_factor, build_optimizer, detr_optimizer, with_full_model_clipping
+from .trainer import DetrTrainer, create_detr_ddp_model
 
 __all__ = [
     "DetrTrainer",
     "PanopticSemSegEvaluator",
     "ThingsCOCOEvaluator",
     "adapt_to_machine",
+    "backbone_lr_factor",
     "build_optimizer",
     "build_panoptic_evaluator",
+    "create_detr_ddp_model",
+    "detr_optimizer",
+    "panoptic_evaluators",
     "setup",
     "with_full_model_clipping",
 ]

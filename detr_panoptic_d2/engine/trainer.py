@@ -30,6 +30,14 @@ from .evaluators import build_panoptic_evaluator
 from .optimizer import build_optimizer
 
 
+def create_detr_ddp_model(model, device, **kwargs):
+    """Detectron2's ``create_ddp_model`` (the model itself in a single process) with
+    ``kwargs``; for a CPU ``device`` without the ``device_ids`` that DDP refuses there."""
+    if torch.device(device).type == "cpu":
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
+
+
 class DetrTrainer(DefaultTrainer):
     """Trains and evaluates ``DetrPanoptic`` from a config (see the module docstring)."""
 
@@ -41,10 +49,7 @@ class DetrTrainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        ddp_kwargs = {"broadcast_buffers": False}
-        if torch.device(cfg.MODEL.DEVICE).type == "cpu":
-            ddp_kwargs["device_ids"] = None
-        model = create_ddp_model(model, **ddp_kwargs)
+        model = create_detr_ddp_model(model, cfg.MODEL.DEVICE, broadcast_buffers=False)
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
