@@ -11,23 +11,17 @@ from detectron2.modeling import build_model
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer, load_model_state
 from detr_panoptic_d2.data import PanopticDataError
-from detr_panoptic_d2.data.shapes import generate_split, split_paths
 from detr_panoptic_d2.data.user_datasets import register_panoptic_files
 from detr_panoptic_d2.engine import DetrTrainer
 
-from .helpers import load_tool, tiny_cfg, tiny_training_cfg, write_cfg
+from .helpers import load_tool, tiny_cfg, tiny_training_cfg, write_cfg, write_panoptic_split
 
 
 @pytest.fixture(scope="module")
 def on_disk(tmp_path_factory):
     """Two COCO-panoptic splits (6 classes) written to disk: {"train": [JSON, IMAGE_DIR, PNG_DIR], "val": ...}."""
     root = tmp_path_factory.mktemp("my_data")
-    splits = {}
-    for split, num, seed in (("train", 6, 0), ("val", 3, 1)):
-        generate_split(str(root / split), num, seed, 64, 80)
-        paths = split_paths(str(root / split))
-        splits[split] = [paths["panoptic_json"], paths["image_root"], paths["panoptic_root"]]
-    return splits
+    return {"train": write_panoptic_split(root / "train", 6, 0), "val": write_panoptic_split(root / "val", 3, 1)}
 
 
 def _register_args(on_disk, prefix):
