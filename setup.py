@@ -34,6 +34,8 @@ setup(
             "pytest-timeout",
             # HuggingFace's DetrForSegmentation is the numerical reference in the parity tests.
             "transformers>=4.40",
+            # Detectron2's ViT (tests/test_backbones.py) imports timm's DropPath and Mlp.
+            "timm",
         ],
         # tools/export_model.py, onnxruntime inference (detr_panoptic_d2/export); the tests use them too.
         "export": [

@@ -3,7 +3,6 @@
 Importing this package registers, in Detectron2's registries:
 
 - ``META_ARCH_REGISTRY``: ``DetrPanoptic``
-- ``BACKBONE_REGISTRY``: ``DetrBackbone``
 - ``DETR_MASK_HEAD_REGISTRY`` (ours): ``DetrMaskHead``
 - ``DatasetCatalog``: ``shapes_panoptic_train``, ``shapes_panoptic_val`` (generated on first use)
 """

@@ -27,7 +27,9 @@ def add_detr_panoptic_config(cfg):
     cfg.MODEL.DETR.DROPOUT = 0.1
     # False: post-norm layers as in the paper; True: LayerNorm before each sub-layer.
     cfg.MODEL.DETR.PRE_NORM = False
-    # Positional encoding of the res5 grid: "sine" (paper, padding-aware) or "learned".
+    # Positional encoding of the grid the transformer reads: "sine" (paper, padding-aware) or
+    # "learned" (module position_encoding, trained at BASE_LR; DETR's official code trains it
+    # at the backbone's rate, its name being under backbone).
     cfg.MODEL.DETR.POSITION_EMBEDDING = "sine"
     # Auxiliary losses on every decoder layer's output (paper: True).
     cfg.MODEL.DETR.DEEP_SUPERVISION = True
@@ -43,15 +45,15 @@ def add_detr_panoptic_config(cfg):
     # matched queries only (the group that is deployed); True on every group's, G times the
     # mask head's training cost.
     cfg.MODEL.DETR.MASK_LOSS_ALL_GROUPS = False
-    # The registered Detectron2 backbone that DetrBackbone wraps (MODEL.BACKBONE.NAME must be
-    # "DetrBackbone"); it is built from the same cfg, so MODEL.RESNETS.* configure the default.
-    cfg.MODEL.DETR.BACKBONE = "build_resnet_backbone"
-    # The backbone output the transformer reads (projected to HIDDEN_DIM by a 1x1 conv).
-    cfg.MODEL.DETR.IN_FEATURE = "res5"
+    # The backbone output the transformer reads (projected to HIDDEN_DIM by a 1x1 conv); the
+    # backbone itself is MODEL.BACKBONE.NAME, any Detectron2 backbone. "": its coarsest output
+    # (largest stride; of equal strides, the last in its output_shape(), so res5 of a DC5 ResNet).
+    cfg.MODEL.DETR.IN_FEATURE = ""
     # With MODEL.RESNETS.RES5_DILATION 2 (DC5), keep the first res5 block undilated as
-    # torchvision (and so DETR's DC5 checkpoints) does; Detectron2 dilates every block.
+    # torchvision (and so DETR's DC5 checkpoints) does; Detectron2 dilates every block. Applies
+    # to every Detectron2 ResNet in the backbone (e.g. an FPN's bottom-up).
     cfg.MODEL.DETR.TORCHVISION_DILATION = True
-    # Run the wrapped backbone in channels-last (NHWC) memory format: the same values up to
+    # Run the backbone in channels-last (NHWC) memory format: the same values up to
     # float rounding; oneDNN's NHWC convolutions made one shapes training step 11% faster in a
     # direct A/B, not measurably in tools/benchmark.py (README, "The training step, profiled").
     # Checkpoints are the same either way.
@@ -83,9 +85,10 @@ def add_detr_panoptic_config(cfg):
     cfg.MODEL.DETR.MASK_HEAD.NAME = "DetrMaskHead"
     # M, heads of the attention map of box embeddings over the encoded image.
     cfg.MODEL.DETR.MASK_HEAD.NHEADS = 8
-    # Backbone outputs the FPN-style head adds back, coarse to fine; the output stride of
-    # the mask logits is the stride of the last one.
-    cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES = ["res4", "res3", "res2"]
+    # Backbone outputs DetrMaskHead's FPN-style head adds back, 3 of them, coarse to fine; the
+    # output stride of the mask logits is the stride of the last one. []: the backbone's 3
+    # finest outputs (res4, res3, res2 of a ResNet; p4, p3, p2 of an FPN or SimpleFeaturePyramid).
+    cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES = []
     # False: the head runs only on queries whose masks are used (matched queries in training,
     # queries kept for the requested outputs in inference); outputs are identical, except
     # that MODEL.DETR.TEST.MASK_SCORE_FLOOR limits the instance and semantic outputs.

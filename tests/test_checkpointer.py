@@ -69,15 +69,15 @@ def test_pth_with_foreign_object_is_refused(model, tmp_path):
 
 
 def test_model_zoo_pickle_of_arrays_loads_and_foreign_pickle_is_refused(model, tmp_path):
-    arrays = {k: v.numpy() for k, v in model.state_dict().items() if k.startswith("backbone.body.stem")}
+    arrays = {k: v.numpy() for k, v in model.state_dict().items() if k.startswith("backbone.stem")}
     good = str(tmp_path / "zoo.pkl")
     with open(good, "wb") as f:
         pickle.dump({"model": arrays, "__author__": "test"}, f)
-    stem_before = model.backbone.body.stem.conv1.weight.detach().clone()
+    stem_before = model.backbone.stem.conv1.weight.detach().clone()
     with torch.no_grad():
-        model.backbone.body.stem.conv1.weight.zero_()
+        model.backbone.stem.conv1.weight.zero_()
     DetrCheckpointer(model).load(good)
-    assert torch.equal(model.backbone.body.stem.conv1.weight, stem_before)
+    assert torch.equal(model.backbone.stem.conv1.weight, stem_before)
     evil = str(tmp_path / "zoo_evil.pkl")
     with open(evil, "wb") as f:
         pickle.dump({"model": {"x": np.zeros(2)}, "__author__": "test", "payload": Gadget()}, f)

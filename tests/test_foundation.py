@@ -5,7 +5,7 @@ import sys
 
 import pytest
 from detectron2.config import get_cfg
-from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+from detectron2.modeling import META_ARCH_REGISTRY
 
 import detr_panoptic_d2
 from detr_panoptic_d2 import add_detr_panoptic_config
@@ -14,7 +14,6 @@ from detr_panoptic_d2.modeling import DETR_MASK_HEAD_REGISTRY
 
 def test_import_registers_components():
     assert META_ARCH_REGISTRY.get("DetrPanoptic") is detr_panoptic_d2.modeling.DetrPanoptic
-    assert BACKBONE_REGISTRY.get("DetrBackbone") is detr_panoptic_d2.modeling.DetrBackbone
     assert DETR_MASK_HEAD_REGISTRY.get("DetrMaskHead") is detr_panoptic_d2.modeling.DetrMaskHead
 
 

@@ -95,5 +95,5 @@ def test_floor_drops_only_the_queries_below_it(floor):
 def test_floor_outside_zero_one_is_refused():
     cfg = tiny_cfg(num_classes=NUM_CLASSES, dataset="coco_2017_val_panoptic")
     cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = 1.5
-    with pytest.raises(ValueError, match="MASK_SCORE_FLOOR must be in \\[0, 1\\], got 1.5"):
+    with pytest.raises(ValueError, match="MASK_SCORE_FLOOR\\) must be in \\[0, 1\\], got 1.5"):
         build_model(cfg)

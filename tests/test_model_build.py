@@ -15,12 +15,12 @@ def test_coco_configs_build_full_size_models(path):
     assert model.class_embed.out_features == 134
     assert model.query_embed.num_embeddings == 100
     assert (model.mask_head is not None) == cfg.MODEL.MASK_ON
-    res5 = model.backbone.body.res5
+    res5 = model.backbone.res5
     if "DC5" in path:
         assert model.backbone.output_shape()["res5"].stride == 16
         assert res5[0].conv2.dilation == (1, 1) and res5[1].conv2.dilation == (2, 2)
     depth = 101 if "R101" in path else 50
-    assert len(model.backbone.body.res4) == {50: 6, 101: 23}[depth]
+    assert len(model.backbone.res4) == {50: 6, 101: 23}[depth]
 
 
 @pytest.mark.parametrize("depth,dilation", [(34, 1), (50, 1), (50, 2)])

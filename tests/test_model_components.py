@@ -20,18 +20,17 @@ def _padding_mask(sizes, padded):
     return mask
 
 
-def test_backbone_carries_padding_mask_to_every_stride():
+def test_padding_mask_reaches_the_transformer_at_its_stride():
     model = build_model(tiny_cfg()).eval()
     images, mask = model.preprocess_image([make_input(64, 96, with_targets=False), make_input(128, 32, with_targets=False)])
-    feats = model.backbone(images.tensor, mask)
-    assert set(feats.masks) == {"res2", "res3", "res4", "res5"}
-    for name, stride in [("res2", 4), ("res3", 8), ("res4", 16), ("res5", 32)]:
-        m = feats.masks[name]
-        assert m.shape == (2, *feats.features[name].shape[-2:])
-        # Image 0 is 64 x 96 inside a 128 x 96 batch: rows below 64 / stride are padding.
-        assert not m[0, : 64 // stride].any() and m[0, 64 // stride :].all()
-        assert not m[1, :, : 32 // stride].any() and m[1, :, 32 // stride :].all()
-    assert feats.pos.shape == (2, 64, 4, 3)
+    with torch.no_grad():
+        out = model.detect(images.tensor, mask)
+    m = out.memory_mask
+    assert model.in_feature == "res5" and m.shape == (2, 4, 3)
+    # Image 0 is 64 x 96 inside a 128 x 96 batch: rows below 64 / 32 are padding.
+    assert not m[0, :2].any() and m[0, 2:].all()
+    assert not m[1, :, :1].any() and m[1, :, 1:].all()
+    assert out.memory.shape == (2, 64, 4, 3)
 
 
 def test_downsample_mask_is_nearest():
@@ -282,15 +281,15 @@ def test_channels_last_backbone_gives_the_same_losses_and_outputs():
     cfg.MODEL.DETR.CHANNELS_LAST = True
     fast = build_model(cfg)
     fast.load_state_dict(plain.state_dict())
-    assert fast.backbone.body.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.backbone.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     inputs = [make_input(64, 96, (0, 2), seed=1), make_input(80, 64, (1,), seed=2)]
     losses = [model.train()(inputs) for model in (plain, fast)]
     for name, value in losses[0].items():
         assert losses[1][name].item() == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
     sum(losses[0].values()).backward()
     sum(losses[1].values()).backward()
-    grad = fast.backbone.body.res4[0].conv1.weight.grad  # a trained layer (the stem is frozen)
-    assert torch.allclose(grad, plain.backbone.body.res4[0].conv1.weight.grad, rtol=1e-3, atol=1e-6)
+    grad = fast.backbone.res4[0].conv1.weight.grad  # a trained layer (the stem is frozen)
+    assert torch.allclose(grad, plain.backbone.res4[0].conv1.weight.grad, rtol=1e-3, atol=1e-6)
     outs = []
     for model in (plain.eval(), fast.eval()):
         with torch.no_grad():

@@ -94,11 +94,11 @@ def test_stage_two_refuses_groups_and_accepts_a_stage_one_trained_with_them(tmp_
     cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
     cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 2
-    with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS > 1 with MODEL.DETR.FROZEN_WEIGHTS"):
+    with pytest.raises(ValueError, match="train_query_groups > 1 with frozen_weights \\(MODEL.DETR.TRAIN_QUERY_GROUPS, FROZEN_WEIGHTS\\)"):
         build_model(cfg)
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 1
     model = build_model(cfg)
     assert not any(p.requires_grad for _, p in model.detector_parameters())
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 0
-    with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS\\) must be >= 1, got 0"):
         build_model(cfg)

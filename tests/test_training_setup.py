@@ -36,13 +36,13 @@ def test_optimizer_is_adamw_with_backbone_multiplier_and_full_model_clipping():
     model = build_model(cfg)
     optimizer = build_optimizer(cfg, model)
     assert isinstance(optimizer, torch.optim.AdamW)
-    assert _lr_of(optimizer, model.backbone.body.res3[0].conv1.weight) == pytest.approx(1e-5)
+    assert _lr_of(optimizer, model.backbone.res3[0].conv1.weight) == pytest.approx(1e-5)
     assert _lr_of(optimizer, model.query_embed.weight) == pytest.approx(1e-4)
     assert _lr_of(optimizer, model.mask_head.fpn.out_lay.weight) == pytest.approx(1e-4)
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert held == trainable
-    assert id(model.backbone.body.stem.conv1.weight) not in held  # frozen by FREEZE_AT
+    assert id(model.backbone.stem.conv1.weight) not in held  # frozen by FREEZE_AT
 
 
 def test_full_model_clipping_bounds_the_joint_norm_not_each_tensor():

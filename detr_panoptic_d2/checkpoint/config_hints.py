@@ -23,12 +23,12 @@ def _count(state, pattern):
 
 
 def _resnet_opts(state):
-    blocks = tuple(_count(state, rf"backbone\.body\.res{s}\.(\d+)\.") for s in range(2, 6))
-    bottleneck = "backbone.body.res2.0.conv3.weight" in state
+    blocks = tuple(_count(state, rf"backbone\.res{s}\.(\d+)\.") for s in range(2, 6))
+    bottleneck = "backbone.res2.0.conv3.weight" in state
     depth = _RESNET_DEPTHS.get((blocks, bottleneck))
     if depth is None:
         return []
-    res2_out = state[f"backbone.body.res2.0.conv{3 if bottleneck else 2}.weight"].shape[0]
+    res2_out = state[f"backbone.res2.0.conv{3 if bottleneck else 2}.weight"].shape[0]
     return ["MODEL.RESNETS.DEPTH", str(depth), "MODEL.RESNETS.RES2_OUT_CHANNELS", str(res2_out)]
 
 
@@ -58,6 +58,6 @@ def config_opts(state, args=None, hf_config=None):
         "MODEL.DETR.DEC_LAYERS", str(_count(state, r"transformer\.decoder\.layers\.(\d+)\.")),
         "MODEL.DETR.PRE_NORM", str("transformer.encoder.norm.weight" in state),
     ]
-    if "backbone.position_encoding.row_embed.weight" in state:
+    if "position_encoding.row_embed.weight" in state:
         opts += ["MODEL.DETR.POSITION_EMBEDDING", "learned"]
     return opts + _resnet_opts(state) + _training_opts(args, hf_config)

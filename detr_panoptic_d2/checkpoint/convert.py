@@ -77,7 +77,7 @@ def read_source(path, allow_unsafe=False):
 def detect_format(state, path):
     """"official" or "huggingface", from the key names; ValueError for anything else."""
     keys = list(strip_detr_prefix(state))
-    if any(k.startswith("backbone.body.") or ".ffn.linear1." in k for k in keys):
+    if any(k.startswith(("backbone.stem.", "backbone.res")) or ".ffn.linear1." in k for k in keys):
         raise ValueError(
             f"{path!r} is already a Detectron2 checkpoint of DetrPanoptic: use it as MODEL.WEIGHTS as it is"
         )

@@ -18,13 +18,13 @@ _DECODER = r"transformer\.decoder\.layers\.(\d+)"
 
 def _backbone(match):
     name = torchvision_to_d2(match[1])
-    return None if name is None else f"backbone.body.{name}"
+    return None if name is None else f"backbone.{name}"
 
 
 _RULES = compile_rules(
     [
         (r"backbone\.0\.body\.(.+)", _backbone),
-        (r"backbone\.1\.(row|col)_embed\.weight", r"backbone.position_encoding.\1_embed.weight"),
+        (r"backbone\.1\.(row|col)_embed\.weight", r"position_encoding.\1_embed.weight"),
         (rf"{_LAYERS}\.linear([12])\.{_WB}", r"transformer.\1.layers.\2.ffn.linear\3.\4"),
         (rf"{_DECODER}\.multihead_attn\.{_ATTN_PARAM}", r"transformer.decoder.layers.\1.cross_attn.\2"),
         (rf"{_LAYERS}\.self_attn\.{_ATTN_PARAM}", r"\g<0>"),

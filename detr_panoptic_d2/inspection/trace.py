@@ -87,7 +87,6 @@ def trace_pipeline(predictor, image_bgr):
     if getattr(model, "mask_head", None) is None or not model.panoptic_on:
         raise ValueError("The pipeline inspector needs a panoptic model (MODEL.MASK_ON and DETR.TEST.PANOPTIC_ON)")
     modules = {
-        "backbone": model.backbone,
         "transformer": model.transformer,
         "class_embed": model.class_embed,
         "bbox_embed": model.bbox_embed,
@@ -98,7 +97,7 @@ def trace_pipeline(predictor, image_bgr):
     with _recording(modules) as calls:
         panoptic_seg, segments_info = predictor(image_bgr)["panoptic_seg"]
 
-    input_size = _valid_extent(calls["backbone"][0][0][1][0])
+    input_size = predictor.aug.get_transform(image_bgr).apply_image(image_bgr).shape[:2]
     (box_embeddings, memory), transformer_args = calls["transformer"][0][1], calls["transformer"][0][0]
     grid = _valid_extent(transformer_args[1][0])
     logits = calls["class_embed"][0][1][-1, 0]

@@ -1,17 +1,16 @@
 """Model components; importing this module registers them in Detectron2's registries."""
-from .backbone import DetrBackbone, DetrFeatures
+from .backbone import levels_fine_to_coarse, torchvision_dilation
 from .criterion import SetCriterion
 from .mask_head import DETR_MASK_HEAD_REGISTRY, DetrMaskHead, FPNMaskHead, build_mask_head
 from .attention_map import MultiHeadAttentionMap
 from .matcher import HungarianMatcher
-from .meta_arch import DetrOutputs, DetrPanoptic
+from .meta_arch import DetrPanoptic
+from .outputs import DetrOutputs
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
 
 __all__ = [
     "DETR_MASK_HEAD_REGISTRY",
-    "DetrBackbone",
-    "DetrFeatures",
     "DetrMaskHead",
     "DetrOutputs",
     "DetrPanoptic",
@@ -23,4 +22,6 @@ __all__ = [
     "SetCriterion",
     "Transformer",
     "build_mask_head",
+    "levels_fine_to_coarse",
+    "torchvision_dilation",
 ]

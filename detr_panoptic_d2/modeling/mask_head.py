@@ -11,17 +11,19 @@ from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
+from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import nn
 
 from .attention_map import MultiHeadAttentionMap
+from .backbone import levels_fine_to_coarse
 
 DETR_MASK_HEAD_REGISTRY = Registry("DETR_MASK_HEAD")
 DETR_MASK_HEAD_REGISTRY.__doc__ = """
 Mask heads of DetrPanoptic. A head is built as ``head(cfg, input_shape)`` with the backbone's
 ``output_shape()`` and is called as ``head(queries, batch_idx, memory, memory_mask,
-projected, features)`` (see DetrMaskHead.forward), returning T x H/4 x W/4 mask logits.
+projected, features)`` (see DetrMaskHead.forward), returning T x H/s x W/s mask logits.
 """
 
 
@@ -110,27 +112,53 @@ class FPNMaskHead(nn.Module):
 class DetrMaskHead(nn.Module):
     """Attention map (step 6) + FPN-style head (step 7), DETR's panoptic mask head."""
 
-    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+    @configurable
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, hidden_dim, num_heads, in_features=()):
+        """
+        Args:
+            input_shape: the backbone's ``output_shape()``.
+            hidden_dim: d, the transformer width (MODEL.DETR.HIDDEN_DIM).
+            num_heads: M, heads of the attention map (MODEL.DETR.MASK_HEAD.NHEADS).
+            in_features: the 3 backbone outputs the FPN-style head adds back, coarse to fine
+                (MODEL.DETR.MASK_HEAD.IN_FEATURES); empty: the 3 finest outputs (res4, res3,
+                res2 of a ResNet; p4, p3, p2 of an FPN or a SimpleFeaturePyramid). The mask
+                logits have the stride of the last one.
+        """
         super().__init__()
-        hidden_dim = cfg.MODEL.DETR.HIDDEN_DIM
-        num_heads = cfg.MODEL.DETR.MASK_HEAD.NHEADS
-        self.in_features = list(cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES)
+        levels = levels_fine_to_coarse(input_shape)
+        self.in_features = list(in_features) or levels[:3][::-1]
+        strides = {name: input_shape[name].stride for name in levels}
         missing = [f for f in self.in_features if f not in input_shape]
         if missing:
             raise ValueError(
-                f"MODEL.DETR.MASK_HEAD.IN_FEATURES {missing} are not backbone outputs "
-                f"({sorted(input_shape)}); check MODEL.RESNETS.OUT_FEATURES"
+                f"in_features (MODEL.DETR.MASK_HEAD.IN_FEATURES) {missing} are not backbone outputs "
+                f"(outputs and strides: {strides})"
+            )
+        if len(self.in_features) != 3:
+            raise ValueError(
+                f"DetrMaskHead adds back 3 backbone outputs, coarse to fine; got {self.in_features} (backbone "
+                f"outputs and strides: {strides}): set in_features (MODEL.DETR.MASK_HEAD.IN_FEATURES) to 3 of "
+                "them, or have the backbone output more levels (e.g. MODEL.RESNETS.OUT_FEATURES)"
             )
         self.attention_map = MultiHeadAttentionMap(hidden_dim, hidden_dim, num_heads)
         self.fpn = FPNMaskHead(hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features])
         self.stride = input_shape[self.in_features[-1]].stride
 
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        return {
+            "input_shape": input_shape,
+            "hidden_dim": cfg.MODEL.DETR.HIDDEN_DIM,
+            "num_heads": cfg.MODEL.DETR.MASK_HEAD.NHEADS,
+            "in_features": cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES,
+        }
+
     def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
         """queries: T x d box embeddings of the objects to segment; batch_idx: T long;
         memory: B x d x h x w encoded images; memory_mask: B x h x w bool;
-        projected: B x d x h x w projected res5; features: backbone maps by name.
+        projected: B x d x h x w, the transformer's input; features: backbone maps by name.
 
-        Returns T x H/s x W/s mask logits, s = stride of the finest skip feature (4)."""
+        Returns T x H/s x W/s mask logits, s = stride of the finest in_feature (4 for ResNet)."""
         maps = self.attention_map(queries, batch_idx, memory, memory_mask)
         return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features])
 

@@ -1,35 +1,43 @@
-"""``DetrPanoptic``: DETR's panoptic segmentation as a Detectron2 meta-architecture.
+"""``DetrPanoptic``: DETR's panoptic segmentation (Carion et al., ECCV 2020) as a Detectron2
+meta-architecture. A batch of images goes, in ``forward``, through:
 
-An image goes through (see DESIGN.md, "The pipeline, step by step"):
-
-1. ``backbone`` (DetrBackbone): res2..res5, padding masks, positional encoding of res5;
-2. ``input_proj``: 1x1 conv of res5 to the transformer width d;
-3. ``transformer.encoder``: the **encoded image** (memory), d x H/32 x W/32;
+1. ``backbone``: any Detectron2 ``Backbone``, a dict of feature maps (res2..res5 for a ResNet);
+   the transformer reads one level, ``in_feature`` (by default the coarsest: res5, stride 32),
+   and the batch's padding mask is downsampled to it;
+2. ``input_proj``: 1x1 conv of that level to the transformer width d, and
+   ``position_encoding``, one d-dimensional code per cell of its grid;
+3. ``transformer.encoder``: the **encoded image** (memory), d x h x w;
 4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer (in
    training with query groups, G x N: Group DETR, each group matched and supervised alone);
-5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h);
-6-7. ``mask_head``: attention maps of the box embeddings over the encoded image, then the
-   FPN-style head -> mask logits at stride 4, only for the queries whose masks are used;
-8. ``postprocessing``: argmax over the kept queries' masks -> the panoptic map.
+5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h); inference keeps
+   the queries whose best class is a real one with probability above a threshold;
+6. ``mask_head``, first part: M **attention maps** per kept box embedding over the encoded image;
+7. ``mask_head``, second part: an FPN-style head adding back finer backbone levels -> **mask
+   logits** (stride 4 for a ResNet), only for the queries whose masks are used;
+8. ``postprocessing``: per pixel, argmax over the kept queries' masks -> the panoptic map.
+
+``detect`` runs steps 1-5, ``segment`` steps 6-7, ``inference`` step 8 (and the instance and
+semantic outputs).
 """
-import logging
-from dataclasses import dataclass
-from typing import Dict, List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 from torchvision.ops import box_convert
 
-from ..checkpoint.safe_load import load_model_state
 from . import postprocessing
+from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .criterion import SetCriterion
+from .detector_weights import drop_unused_group_queries, load_detector_state
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
+from .outputs import DetrOutputs
+from .position_encoding import PositionEmbeddingSine, build_position_encoding
 from .transformer import Transformer
 
 # Values of MODEL.DETR.TEST.AMP_DTYPE.
@@ -48,25 +56,6 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
         return x
-
-
-@dataclass
-class DetrOutputs:
-    """Steps 1-5 for a batch of B padded images (L decoder layers, N queries, K classes).
-
-    logits: L x B x N x (K+1); boxes: L x B x N x 4 (normalized cx, cy, w, h);
-    box_embeddings: L x B x N x d; memory: B x d x h x w encoded images;
-    memory_mask: B x h x w (True = padding); projected: B x d x h x w projected res5;
-    features: the backbone's maps by name.
-    """
-
-    logits: torch.Tensor
-    boxes: torch.Tensor
-    box_embeddings: torch.Tensor
-    memory: torch.Tensor
-    memory_mask: torch.Tensor
-    projected: torch.Tensor
-    features: Dict[str, torch.Tensor]
 
 
 def _thing_ids(cfg):
@@ -97,40 +86,26 @@ def _thing_ids(cfg):
     return sorted(meta.thing_dataset_id_to_contiguous_id.values())
 
 
-# State-dict prefix of the training-only queries of groups 2..G.
-GROUP_QUERIES = "group_query_embed"
-
-
-def _drop_unused_group_queries(model, state_dict, prefix, *args):
-    """Load-state-dict pre-hook: a checkpoint trained with query groups loads into a model
-    without them (TRAIN_QUERY_GROUPS 1), which needs only the first group (query_embed)."""
-    key = prefix + GROUP_QUERIES + ".weight"
-    if model.group_query_embed is None and key in state_dict:
-        del state_dict[key]
-        logging.getLogger(__name__).info(
-            "Checkpoint has training-only query groups (%s); this model uses the first group only", key
-        )
-
-
-def _shorten(items, limit=10):
-    return str(items[:limit])[:-1] + (f", ... {len(items) - limit} more]" if len(items) > limit else "]")
-
-
 @META_ARCH_REGISTRY.register()
 class DetrPanoptic(nn.Module):
+    """DETR panoptic segmentation; see the module docstring for the steps. Built from a yacs
+    config (``build_model(cfg)``) or directly from its parts (arguments below)."""
+
     @configurable
     def __init__(
         self,
         *,
-        backbone,
+        backbone: Backbone,
         transformer: Transformer,
         num_classes: int,
         num_queries: int,
-        in_feature: str,
         criterion: SetCriterion,
-        mask_head=None,
         pixel_mean,
         pixel_std,
+        in_feature="",
+        position_encoding: Optional[nn.Module] = None,
+        mask_head=None,
+        channels_last=False,
         deep_supervision=True,
         train_query_groups=1,
         mask_loss_all_groups=False,
@@ -146,26 +121,68 @@ class DetrPanoptic(nn.Module):
         mask_score_floor=0.0,
         amp_dtype="",
     ):
+        """
+        Args:
+            backbone: any Detectron2 Backbone (``forward(x)`` -> dict of B x C x H/s x W/s maps,
+                ``output_shape()``), built from MODEL.BACKBONE.NAME.
+            transformer: the encoder-decoder; its ``d_model`` is the width d everywhere.
+            num_classes: K, things and stuff (MODEL.DETR.NUM_CLASSES); the class head has K+1
+                outputs, the last being "no object".
+            num_queries: N, object queries (MODEL.DETR.NUM_OBJECT_QUERIES).
+            criterion: the SetCriterion giving the training losses.
+            pixel_mean, pixel_std: per-channel normalization of the input images
+                (MODEL.PIXEL_MEAN, MODEL.PIXEL_STD).
+            in_feature: the backbone output the transformer reads (MODEL.DETR.IN_FEATURE); "":
+                the coarsest (largest stride; of equal strides the last in ``output_shape()``).
+            position_encoding: module turning a B x h x w padding mask into B x d x h x w codes
+                (MODEL.DETR.POSITION_EMBEDDING); None: DETR's sine encoding.
+            mask_head: a head as described in DETR_MASK_HEAD_REGISTRY, or None for a box-only
+                model (MODEL.MASK_ON).
+            channels_last: run the backbone in channels-last memory format
+                (MODEL.DETR.CHANNELS_LAST); the same values up to float rounding.
+            deep_supervision: losses on every decoder layer (MODEL.DETR.DEEP_SUPERVISION).
+            train_query_groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS).
+            mask_loss_all_groups: mask losses on every group (MODEL.DETR.MASK_LOSS_ALL_GROUPS).
+            frozen_weights: a box-only checkpoint whose detector is loaded and frozen, so that
+                only the mask head trains (MODEL.DETR.FROZEN_WEIGHTS); "": none.
+            all_queries: run the mask head on every query (MODEL.DETR.MASK_HEAD.ALL_QUERIES).
+            thing_ids: contiguous ids of the thing classes, None when unknown (then panoptic
+                and instance inference refuse to run); from the dataset metadata in yaml.
+            object_score_thresh, small_segment_area, panoptic_on, instances_on, semantic_on,
+                mask_score_floor, amp_dtype: inference settings, MODEL.DETR.TEST.* of the same
+                names (see detr_panoptic_d2/config.py).
+            detections_per_image: most instances per image (TEST.DETECTIONS_PER_IMAGE).
+        """
         super().__init__()
         hidden_dim = transformer.d_model
         self.backbone = backbone
-        self.in_feature = in_feature
-        self.input_proj = nn.Conv2d(backbone.output_shape()[in_feature].channels, hidden_dim, 1)
+        shapes = backbone.output_shape()
+        self.in_feature = in_feature or levels_fine_to_coarse(shapes)[-1]
+        if self.in_feature not in shapes:
+            raise ValueError(
+                f"in_feature={in_feature!r} (MODEL.DETR.IN_FEATURE) is not an output of the backbone; its "
+                f"outputs and strides: { {name: shape.stride for name, shape in shapes.items()} }"
+            )
+        self.channels_last = channels_last
+        if channels_last:
+            backbone.to(memory_format=torch.channels_last)
+        self.position_encoding = position_encoding or PositionEmbeddingSine(hidden_dim // 2, normalize=True)
+        self.input_proj = nn.Conv2d(shapes[self.in_feature].channels, hidden_dim, 1)
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         if train_query_groups < 1:
-            raise ValueError(f"MODEL.DETR.TRAIN_QUERY_GROUPS must be >= 1, got {train_query_groups}")
+            raise ValueError(f"train_query_groups (MODEL.DETR.TRAIN_QUERY_GROUPS) must be >= 1, got {train_query_groups}")
         if train_query_groups > 1 and frozen_weights:
             raise ValueError(
-                "MODEL.DETR.TRAIN_QUERY_GROUPS > 1 with MODEL.DETR.FROZEN_WEIGHTS: query groups train the "
-                "decoder, which a frozen detector does not; set TRAIN_QUERY_GROUPS 1 for the mask stage"
+                "train_query_groups > 1 with frozen_weights (MODEL.DETR.TRAIN_QUERY_GROUPS, FROZEN_WEIGHTS): "
+                "query groups train the decoder, which a frozen detector does not; use 1 group for the mask stage"
             )
         # Object queries of groups 2..G, used in training only (Group DETR): inference, the
         # converters and the exporter see query_embed alone, DETR's layout.
         self.group_query_embed = (
             nn.Embedding((train_query_groups - 1) * num_queries, hidden_dim) if train_query_groups > 1 else None
         )
-        self.register_load_state_dict_pre_hook(_drop_unused_group_queries)
+        self.register_load_state_dict_pre_hook(drop_unused_group_queries)
         self.mask_loss_all_groups = mask_loss_all_groups
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
@@ -182,11 +199,13 @@ class DetrPanoptic(nn.Module):
         self.register_buffer("is_thing", is_thing, False)
         self.has_class_metadata = thing_ids is not None
         if small_segment_area < 0:
-            raise ValueError(f"MODEL.DETR.TEST.SMALL_SEGMENT_AREA must be >= 0, got {small_segment_area}")
+            raise ValueError(
+                f"small_segment_area (MODEL.DETR.TEST.SMALL_SEGMENT_AREA) must be >= 0, got {small_segment_area}"
+            )
         if mask_head is None and (panoptic_on or semantic_on):
             raise ValueError(
-                "MODEL.DETR.TEST.PANOPTIC_ON and SEMANTIC_ON need masks: set MODEL.MASK_ON True, "
-                "or turn them off for a box-only model"
+                "panoptic_on and semantic_on (MODEL.DETR.TEST.PANOPTIC_ON, SEMANTIC_ON) need masks: give a "
+                "mask_head (MODEL.MASK_ON True), or turn them off for a box-only model"
             )
         self.object_score_thresh = object_score_thresh
         self.small_segment_area = small_segment_area
@@ -195,11 +214,14 @@ class DetrPanoptic(nn.Module):
         self.semantic_on = semantic_on
         self.detections_per_image = detections_per_image
         if not 0.0 <= mask_score_floor <= 1.0:
-            raise ValueError(f"MODEL.DETR.TEST.MASK_SCORE_FLOOR must be in [0, 1], got {mask_score_floor}")
+            raise ValueError(
+                f"mask_score_floor (MODEL.DETR.TEST.MASK_SCORE_FLOOR) must be in [0, 1], got {mask_score_floor}"
+            )
         self.mask_score_floor = mask_score_floor
         if amp_dtype not in AMP_DTYPES:
             raise ValueError(
-                f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)} ('' = full precision), got {amp_dtype!r}"
+                f"amp_dtype (MODEL.DETR.TEST.AMP_DTYPE) must be one of {sorted(AMP_DTYPES)} ('' = full precision), "
+                f"got {amp_dtype!r}"
             )
         self.amp_dtype = AMP_DTYPES[amp_dtype]
         self.frozen_detector = bool(frozen_weights)
@@ -210,6 +232,8 @@ class DetrPanoptic(nn.Module):
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
         backbone = build_backbone(cfg)
+        if d.TORCHVISION_DILATION:
+            torchvision_dilation(backbone)
         matcher = HungarianMatcher(d.COST_CLASS, d.COST_L1, d.COST_GIOU)
         criterion = SetCriterion(
             d.NUM_CLASSES,
@@ -237,11 +261,13 @@ class DetrPanoptic(nn.Module):
             "transformer": transformer,
             "num_classes": d.NUM_CLASSES,
             "num_queries": d.NUM_OBJECT_QUERIES,
-            "in_feature": d.IN_FEATURE,
             "criterion": criterion,
-            "mask_head": build_mask_head(cfg, backbone.output_shape()) if cfg.MODEL.MASK_ON else None,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
+            "in_feature": d.IN_FEATURE,
+            "position_encoding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
+            "mask_head": build_mask_head(cfg, backbone.output_shape()) if cfg.MODEL.MASK_ON else None,
+            "channels_last": d.CHANNELS_LAST,
             "deep_supervision": d.DEEP_SUPERVISION,
             "train_query_groups": d.TRAIN_QUERY_GROUPS,
             "mask_loss_all_groups": d.MASK_LOSS_ALL_GROUPS,
@@ -279,30 +305,16 @@ class DetrPanoptic(nn.Module):
 
     def freeze_detector(self, path):
         """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
-        own = {k: v for k, v in self.state_dict().items() if not k.startswith("mask_head.")}
-        unused = ("mask_head.", GROUP_QUERIES + ".")  # a stage 1 trained with query groups fits
-        state = {k: v for k, v in load_model_state(path).items() if not k.startswith(unused)}
-        missing = sorted(own.keys() - state.keys())
-        unexpected = sorted(state.keys() - own.keys())
-        mismatched = sorted(
-            f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-            for k in own.keys() & state.keys()
-            if state[k].shape != own[k].shape
-        )
-        if missing or unexpected or mismatched:
-            raise ValueError(
-                f"MODEL.DETR.FROZEN_WEIGHTS={path!r} does not fit this detector (check that it was trained "
-                f"with the same MODEL.DETR sizes and backbone): missing keys {_shorten(missing)}, "
-                f"unexpected keys {_shorten(unexpected)}, shape mismatches (file vs model) {_shorten(mismatched)}"
-            )
-        self.load_state_dict(state, strict=False)
+        load_detector_state(self, path)
         for _, p in self.detector_parameters():
             p.requires_grad_(False)
 
     def preprocess_image(self, batched_inputs):
         """Normalizes and pads the images. Returns (ImageList, padding mask B x H x W bool)."""
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        images = ImageList.from_tensors(
+            images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
+        )
         mask = torch.ones(images.tensor.shape[0], *images.tensor.shape[-2:], dtype=torch.bool, device=self.device)
         for m, (h, w) in zip(mask, images.image_sizes):
             m[:h, :w] = False
@@ -316,14 +328,22 @@ class DetrPanoptic(nn.Module):
         return self.query_embed.weight
 
     def detect(self, images, padding_mask):
-        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs
-        with G*N queries (G = 1 in inference)."""
-        feats = self.backbone(images, padding_mask)
-        projected = self.input_proj(feats.features[self.in_feature])
-        memory_mask = feats.masks[self.in_feature]
+        """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W bool (True =
+        padding), None when nothing is padded. Returns DetrOutputs with G*N queries (G = 1 in
+        inference)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        features = self.backbone(images)
+        x = features[self.in_feature]
+        if padding_mask is None:
+            memory_mask = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool, device=x.device)
+        else:
+            memory_mask = downsample_mask(padding_mask, x.shape[-2:])
+        pos = self.position_encoding(memory_mask).to(x.dtype)
+        projected = self.input_proj(x)
         queries = self.object_queries()
         groups = len(queries) // self.query_embed.num_embeddings
-        box_embeddings, memory = self.transformer(projected, memory_mask, queries, feats.pos, groups)
+        box_embeddings, memory = self.transformer(projected, memory_mask, queries, pos, groups)
         return DetrOutputs(
             logits=self.class_embed(box_embeddings),
             boxes=self.bbox_embed(box_embeddings).sigmoid(),
@@ -331,23 +351,23 @@ class DetrPanoptic(nn.Module):
             memory=memory,
             memory_mask=memory_mask,
             projected=projected,
-            features=feats.features,
+            features=features,
         )
 
     def segment(self, out: DetrOutputs, batch_idx, query_idx):
-        """Steps 6-7 for the given (image, query) pairs: T x H/4 x W/4 mask logits.
+        """Steps 6-7 for the given (image, query) pairs (T long each): T x H/s x W/s mask
+        logits, s = ``mask_head.stride``.
 
         With MODEL.DETR.MASK_HEAD.ALL_QUERIES the head runs on every query, as the reference
         does, and the requested rows are picked from that (same values)."""
         embeddings = out.box_embeddings[-1]
+        grids = (out.memory, out.memory_mask, out.projected, out.features)
         if self.all_queries:
             b, n = embeddings.shape[:2]
             every = torch.arange(b, device=embeddings.device).repeat_interleave(n)
-            masks = self.mask_head(embeddings.flatten(0, 1), every, out.memory, out.memory_mask, out.projected, out.features)
+            masks = self.mask_head(embeddings.flatten(0, 1), every, *grids)
             return masks[batch_idx * n + query_idx]
-        return self.mask_head(
-            embeddings[batch_idx, query_idx], batch_idx, out.memory, out.memory_mask, out.projected, out.features
-        )
+        return self.mask_head(embeddings[batch_idx, query_idx], batch_idx, *grids)
 
     def forward(self, batched_inputs: List[dict]):
         """batched_inputs: Detectron2 dicts with "image" (C x H x W, INPUT.FORMAT), "height",

@@ -1,0 +1,45 @@
+"""Loading weights into DetrPanoptic's detector: a checkpoint with or without the
+training-only query groups, and a stage-1 (box-only) checkpoint frozen for stage 2."""
+import logging
+
+from ..checkpoint.safe_load import load_model_state
+
+# State-dict prefix of the training-only queries of groups 2..G.
+GROUP_QUERIES = "group_query_embed"
+
+
+def drop_unused_group_queries(model, state_dict, prefix, *args):
+    """Load-state-dict pre-hook: a checkpoint trained with query groups loads into a model
+    without them (TRAIN_QUERY_GROUPS 1), which needs only the first group (query_embed)."""
+    key = prefix + GROUP_QUERIES + ".weight"
+    if model.group_query_embed is None and key in state_dict:
+        del state_dict[key]
+        logging.getLogger(__name__).info(
+            "Checkpoint has training-only query groups (%s); this model uses the first group only", key
+        )
+
+
+def _shorten(items, limit=10):
+    return str(items[:limit])[:-1] + (f", ... {len(items) - limit} more]" if len(items) > limit else "]")
+
+
+def load_detector_state(model, path):
+    """Loads everything of ``model`` but its mask head from the checkpoint at ``path``; a
+    ValueError lists what does not fit (missing, unexpected and mismatched keys)."""
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith("mask_head.")}
+    unused = ("mask_head.", GROUP_QUERIES + ".")  # a stage 1 trained with query groups fits
+    state = {k: v for k, v in load_model_state(path).items() if not k.startswith(unused)}
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own.keys() & state.keys()
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"frozen_weights={path!r} (MODEL.DETR.FROZEN_WEIGHTS) does not fit this detector (check that it was "
+            f"trained with the same MODEL.DETR sizes and backbone): missing keys {_shorten(missing)}, "
+            f"unexpected keys {_shorten(unexpected)}, shape mismatches (file vs model) {_shorten(mismatched)}"
+        )
+    model.load_state_dict(state, strict=False)
