@@ -283,3 +283,24 @@ def test_vit_simple_feature_pyramid_swapped_in_trains_a_step(on_disk, tmp_path):
     assert state["input_proj.weight"].shape[1] == 64
     model = instantiate(LazyConfig.load(str(tmp_path / "vit.yaml")).model)
     assert model.in_feature == "p5" and model.mask_head.in_features == ["p4", "p3", "p2"]
+
+
+def _lazy_tool_worker(argv):
+    """One process of a --num-gpus run (the tool module is loaded in each process)."""
+    tool = load_tool("lazyconfig_train_net")
+    tool.main(tool.parse_args(argv))
+
+
+@pytest.mark.slow
+def test_lazyconfig_train_net_two_processes_on_cpu(on_disk, tmp_path):
+    """--num-gpus 2 without GPUs: 2 processes over GLOO, each registering the --register
+    splits itself; rank 0 writes the checkpoint, each rank its log."""
+    from detectron2.engine import launch
+
+    out = tmp_path / "run"
+    argv = ["--config-file", "configs/shapes/detr_R18_shapes.py", "--num-gpus", "2"]
+    argv += _tool_args(on_disk, out, "dataloader.train.total_batch_size=4", *ONE_STEP)
+    launch(_lazy_tool_worker, 2, dist_url="auto", args=(argv,))
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 0
+    assert os.path.isfile(out / "log.txt.rank1")
+    assert "Panoptic Evaluation Results" in _log(out)
