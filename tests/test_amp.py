@@ -42,7 +42,7 @@ def test_inference_runs_network_in_low_precision_and_post_processing_in_float32(
 def test_full_precision_by_default():
     model = build_model(_cfg("")).eval()
     seen = []
-    model.mask_head.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    model.mask_head.register_forward_hook(lambda m, args, out: seen.append(out[0].dtype))
     with torch.no_grad():
         model([make_input(48, 48, with_targets=False)])
     assert seen == [torch.float32]

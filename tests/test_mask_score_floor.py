@@ -43,7 +43,7 @@ def _models(floor):
 
 def _run(model):
     rows = []
-    model.mask_head.register_forward_hook(lambda m, args, out: rows.append(out))
+    model.mask_head.register_forward_hook(lambda m, args, out: rows.append(out[0]))  # (mask logits, maps)
     with torch.no_grad():
         return model(_batch()), torch.cat(rows)
 

@@ -1,13 +1,5 @@
-"""What each pipeline step produced for one image, recorded by forward hooks on the model's own
-modules during one ordinary inference call (no second copy of the forward pass).
-
-Hooks: ``model.transformer`` (its returned memory is the **encoded image**, the encoder's
-output on the res5 grid, and its box embeddings), ``model.class_embed`` / ``model.bbox_embed``
-(class logits and boxes), ``model.mask_head`` (which box embeddings it segments),
-``model.mask_head.attention_map`` (the M attention heat-maps per object) and
-``model.mask_head.fpn`` (the mask logits after the FPN-style head).
-"""
-from contextlib import contextmanager
+"""What each pipeline step produced for one image, from ``DetrPanoptic.inference_steps`` (the
+model's public view of its intermediate results) in one ordinary inference call."""
 from dataclasses import dataclass
 from typing import List, Tuple
 
@@ -16,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert
 
-from ..modeling.postprocessing import resize_ids_nearest, select_queries
+from ..modeling.postprocessing import resize_ids_nearest
 
 
 @dataclass
@@ -48,91 +40,48 @@ class PipelineTrace:
     num_queries: int
 
 
-@contextmanager
-def _recording(modules):
-    """Records, per name, the (args, output) of the given modules' calls while active."""
-    calls = {name: [] for name in modules}
-    handles = [
-        module.register_forward_hook(lambda _m, args, out, name=name: calls[name].append((args, out)))
-        for name, module in modules.items()
-    ]
-    try:
-        yield calls
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _valid_extent(mask):
-    """(rows, cols) of the non-padding region of an h x w padding mask (True = padding)."""
-    valid = ~mask
-    return int(valid.any(1).sum()), int(valid.any(0).sum())
-
-
-def _segmented_rows(queries, batch_idx, embeddings):
-    """query index -> row of the mask head's input, found by value: the head receives copies of
-    image 0's box embeddings (embeddings: N x d), for the kept queries or for all of them."""
-    rows = {}
-    for row in (batch_idx == 0).nonzero()[:, 0].tolist():
-        same = (embeddings == queries[row]).all(1).nonzero()[:, 0]
-        rows.setdefault(int(same[0]), row)
-    return rows
+def predictor_input(predictor, image_bgr):
+    """The input dict a Detectron2 DefaultPredictor gives its model for ``image_bgr`` (H x W x 3
+    uint8): in INPUT.FORMAT, resized by the test-time augmentation, with the original size."""
+    image = image_bgr[:, :, ::-1] if predictor.input_format == "RGB" else image_bgr
+    resized = predictor.aug.get_transform(image).apply_image(image)
+    tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
+    return {"image": tensor, "height": image.shape[0], "width": image.shape[1]}
 
 
 @torch.no_grad()
 def trace_pipeline(predictor, image_bgr):
-    """Runs ``predictor(image_bgr)`` (a Detectron2 DefaultPredictor of a DetrPanoptic model;
-    image_bgr: H x W x 3 uint8) once with hooks, and returns its PipelineTrace."""
+    """Runs the predictor's DetrPanoptic on ``image_bgr`` (H x W x 3 uint8) as the predictor
+    would, through ``inference_steps``, and returns its PipelineTrace."""
     model = predictor.model
     if getattr(model, "mask_head", None) is None or not model.panoptic_on:
         raise ValueError("The pipeline inspector needs a panoptic model (MODEL.MASK_ON and DETR.TEST.PANOPTIC_ON)")
-    modules = {
-        "transformer": model.transformer,
-        "class_embed": model.class_embed,
-        "bbox_embed": model.bbox_embed,
-        "mask_head": model.mask_head,
-        "attention_map": model.mask_head.attention_map,
-        "fpn": model.mask_head.fpn,
-    }
-    with _recording(modules) as calls:
-        panoptic_seg, segments_info = predictor(image_bgr)["panoptic_seg"]
-
-    input_size = predictor.aug.get_transform(image_bgr).apply_image(image_bgr).shape[:2]
-    (box_embeddings, memory), transformer_args = calls["transformer"][0][1], calls["transformer"][0][0]
-    grid = _valid_extent(transformer_args[1][0])
-    logits = calls["class_embed"][0][1][-1, 0]
-    boxes = calls["bbox_embed"][0][1][-1, 0].sigmoid()
-    head_args = calls["mask_head"][0][0]
-    rows = _segmented_rows(head_args[0], head_args[1], box_embeddings[-1, 0])
-    attention = calls["attention_map"][0][1]
-    mask_logits = calls["fpn"][0][1]
-    stride = model.mask_head.stride
-    mask_size = (-(-input_size[0] // stride), -(-input_size[1] // stride))
+    (steps,) = model.inference_steps([predictor_input(predictor, image_bgr)])
+    if steps.attention_maps is None:
+        raise ValueError(f"The mask head {type(model.mask_head).__name__} returns no attention maps to show")
+    panoptic_seg, segments_info = steps.panoptic_seg
     output_size = tuple(panoptic_seg.shape)
-
-    keep, scores, classes = select_queries(logits, model.object_score_thresh)
+    boxes = box_convert(steps.boxes, "cxcywh", "xyxy") * steps.boxes.new_tensor(output_size[::-1] * 2)
     objects = []
-    for q in keep.nonzero()[:, 0].tolist():
-        r = rows[q]
-        logit_map = mask_logits[r, : mask_size[0], : mask_size[1]]
-        upsampled = F.interpolate(logit_map[None, None], size=input_size, mode="bilinear", align_corners=False)[0, 0]
-        box = box_convert(boxes[q], "cxcywh", "xyxy") * boxes.new_tensor(output_size[::-1] * 2)
+    for row, query in enumerate(steps.queries.tolist()):
+        logit_map = steps.mask_logits[row]
+        upsampled = F.interpolate(logit_map[None, None], size=steps.image_size, mode="bilinear", align_corners=False)
         objects.append(
             TracedObject(
-                query=q,
-                category_id=int(classes[q]),
-                score=float(scores[q]),
-                box=box.cpu().numpy(),
-                attention=attention[r, :, : grid[0], : grid[1]].cpu(),
+                query=query,
+                category_id=int(steps.classes[row]),
+                score=float(steps.scores[row]),
+                box=boxes[query].cpu().numpy(),
+                attention=steps.attention_maps[row].cpu(),
                 mask_logits=logit_map.cpu(),
-                mask=resize_ids_nearest((upsampled > 0).to(torch.uint8), output_size).bool().cpu(),
+                mask=resize_ids_nearest((upsampled[0, 0] > 0).to(torch.uint8), output_size).bool().cpu(),
             )
         )
     return PipelineTrace(
-        encoded=memory[0, :, : grid[0], : grid[1]].cpu(),
+        encoded=steps.encoded.cpu(),
         objects=objects,
         panoptic_seg=panoptic_seg.cpu(),
         segments_info=segments_info,
-        input_size=input_size,
-        num_queries=logits.shape[0],
+        input_size=steps.image_size,
+        num_queries=steps.box_embeddings.shape[0],
     )

@@ -5,7 +5,7 @@ from .mask_head import DETR_MASK_HEAD_REGISTRY, DetrMaskHead, FPNMaskHead, build
 from .attention_map import MultiHeadAttentionMap
 from .matcher import HungarianMatcher
 from .meta_arch import DetrPanoptic
-from .outputs import DetrOutputs
+from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
 
@@ -16,6 +16,7 @@ __all__ = [
     "DetrPanoptic",
     "FPNMaskHead",
     "HungarianMatcher",
+    "ImageSteps",
     "MultiHeadAttentionMap",
     "PositionEmbeddingLearned",
     "PositionEmbeddingSine",

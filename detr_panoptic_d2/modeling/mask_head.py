@@ -22,9 +22,33 @@ from .backbone import levels_fine_to_coarse
 
 DETR_MASK_HEAD_REGISTRY = Registry("DETR_MASK_HEAD")
 DETR_MASK_HEAD_REGISTRY.__doc__ = """
-Mask heads of DetrPanoptic. A head is built as ``head(cfg, input_shape)`` with the backbone's
-``output_shape()`` and is called as ``head(queries, batch_idx, memory, memory_mask,
-projected, features)`` (see DetrMaskHead.forward), returning T x H/s x W/s mask logits.
+Mask heads of DetrPanoptic (steps 6-7), picked by ``MODEL.DETR.MASK_HEAD.NAME``.
+
+**Built** as ``head(cfg, input_shape)``: ``input_shape`` is the backbone's ``output_shape()``
+(name -> ShapeSpec(channels, stride)).
+
+**Called** as ``head(queries, batch_idx, memory, memory_mask, projected, features)`` for T
+objects of a batch of B images padded to H x W (d: MODEL.DETR.HIDDEN_DIM; h x w: the grid of
+the level the transformer reads, H/S x W/S for its stride S):
+
+- queries: T x d box embeddings (last decoder layer) of the objects to segment;
+- batch_idx: T long, the image of each object, non-decreasing (objects grouped by image);
+- memory: B x d x h x w, the encoded images; memory_mask: B x h x w bool (True = padding);
+- projected: B x d x h x w, the transformer's input (the 1x1-projected backbone level);
+- features: name -> B x C_k x H/s_k x W/s_k, every backbone output.
+
+In training it runs on the matched queries, under autograd (its logits are upsampled
+bilinearly to H x W for the mask losses); in inference on the queries whose masks an output
+uses. It may thus be called on any subset of the objects, and must then give those objects'
+rows of the all-object result (each object on its own: no batch statistics across objects).
+
+**Returns** ``(mask_logits, attention_maps)``: mask_logits T x H/s x W/s (the grid of a
+stride-s feature map of the padded batch, cell (i, j) covering pixels from (s*i, s*j));
+attention_maps T x M x h x w, what the head segmented from (M maps per object), or None
+when it has none. The meta-architecture returns them in ``DetrPanoptic.inference_steps``.
+
+**Attributes** the meta-architecture reads: ``stride`` (int, s above: input pixels per mask
+cell; inference crops each image's logits to its ceil(height/s) x ceil(width/s) cells).
 """
 
 
@@ -167,9 +191,10 @@ class DetrMaskHead(nn.Module):
         memory: B x d x h x w encoded images; memory_mask: B x h x w bool;
         projected: B x d x h x w, the transformer's input; features: backbone maps by name.
 
-        Returns T x H/s x W/s mask logits, s = stride of the finest in_feature (4 for ResNet)."""
+        Returns (T x H/s x W/s mask logits, s = stride of the finest in_feature, 4 for a
+        ResNet; T x M x h x w attention maps)."""
         maps = self.attention_map(queries, batch_idx, memory, memory_mask)
-        return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features])
+        return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features]), maps
 
 
 def build_mask_head(cfg, input_shape):

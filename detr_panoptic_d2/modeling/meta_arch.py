@@ -17,7 +17,7 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 8. ``postprocessing``: per pixel, argmax over the kept queries' masks -> the panoptic map.
 
 ``detect`` runs steps 1-5, ``segment`` steps 6-7, ``inference`` step 8 (and the instance and
-semantic outputs).
+semantic outputs); ``inference_steps`` returns what every step produced, per image.
 """
 from typing import List, Optional
 
@@ -36,7 +36,7 @@ from .criterion import SetCriterion
 from .detector_weights import drop_unused_group_queries, load_detector_state
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
-from .outputs import DetrOutputs
+from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
 from .transformer import Transformer
 
@@ -360,7 +360,12 @@ class DetrPanoptic(nn.Module):
 
     def segment(self, out: DetrOutputs, batch_idx, query_idx):
         """Steps 6-7 for the given (image, query) pairs (T long each): T x H/s x W/s mask
-        logits, s = ``mask_head.stride``.
+        logits, s = ``mask_head.stride``."""
+        return self.segment_with_attention(out, batch_idx, query_idx)[0]
+
+    def segment_with_attention(self, out: DetrOutputs, batch_idx, query_idx):
+        """As ``segment``, returning the mask head's (mask logits, attention maps T x M x h x w or
+        None), see DETR_MASK_HEAD_REGISTRY.
 
         With MODEL.DETR.MASK_HEAD.ALL_QUERIES the head runs on every query, as the reference
         does, and the requested rows are picked from that (same values)."""
@@ -369,8 +374,9 @@ class DetrPanoptic(nn.Module):
         if self.all_queries:
             b, n = embeddings.shape[:2]
             every = torch.arange(b, device=embeddings.device).repeat_interleave(n)
-            masks = self.mask_head(embeddings.flatten(0, 1), every, *grids)
-            return masks[batch_idx * n + query_idx]
+            masks, maps = self.mask_head(embeddings.flatten(0, 1), every, *grids)
+            rows = batch_idx * n + query_idx
+            return masks[rows], None if maps is None else maps[rows]
         return self.mask_head(embeddings[batch_idx, query_idx], batch_idx, *grids)
 
     def forward(self, batched_inputs: List[dict]):
@@ -449,13 +455,9 @@ class DetrPanoptic(nn.Module):
         detections (instances) and the queries summed into semantic scores, the last two
         limited by MODEL.DETR.TEST.MASK_SCORE_FLOOR (not applied with ALL_QUERIES, the exact
         mode, nor to a box-only model)."""
-        if (self.panoptic_on or self.instances_on) and not self.has_class_metadata:
-            raise ValueError(
-                "Panoptic and instance outputs need to know which classes are things: set DATASETS.TEST "
-                "(or DATASETS.TRAIN) to a registered panoptic dataset"
-            )
-        logits, boxes = out.logits[-1].float(), out.boxes[-1].float()
-        self._check_finite(batched_inputs, logits, boxes)
+        if self.panoptic_on or self.instances_on:
+            self._require_thing_ids()
+        logits, boxes = self._last_layer(batched_inputs, out)
         floor = 0.0 if self.all_queries or self.mask_head is None else self.mask_score_floor
         kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
         detections = semantic = None
@@ -476,8 +478,7 @@ class DetrPanoptic(nn.Module):
             result = {}
             rows = needed[i].cumsum(0) - 1  # query -> its row in mask_logits[i]
             if mask_logits is not None:
-                stride = self.mask_head.stride
-                valid_masks = mask_logits[i][:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]
+                valid_masks = self._valid_cells(mask_logits[i], image_size)
             if self.panoptic_on:
                 keep, scores, classes = kept[i]
                 result["panoptic_seg"] = postprocessing.panoptic_merge(
@@ -516,8 +517,74 @@ class DetrPanoptic(nn.Module):
         batch_idx, query_idx = needed.nonzero(as_tuple=True)
         return list(self.segment(out, batch_idx, query_idx).split(needed.sum(1).tolist()))
 
-    @staticmethod
-    def _check_finite(batched_inputs, logits, boxes):
+    @torch.no_grad()
+    def inference_steps(self, batched_inputs: List[dict]) -> List[ImageSteps]:
+        """The public view of every step: inference on ``batched_inputs`` (as ``forward`` takes
+        them, model in eval mode), returning per image an ImageSteps: the encoded image, the box
+        embeddings, class logits and boxes, the queries the panoptic output keeps
+        (``object_score_thresh``) with their classes and scores, their attention maps and mask
+        logits, and the panoptic result merged from them, equal to ``forward``'s."""
+        if self.training:
+            raise RuntimeError("DetrPanoptic.inference_steps runs inference: call model.eval() first")
+        if self.mask_head is not None:
+            self._require_thing_ids()
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        with self.inference_autocast():
+            out = self.detect(images.tensor, padding_mask)
+        logits, boxes = self._last_layer(batched_inputs, out)
+        kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
+        keep = torch.stack([k for k, _, _ in kept])
+        counts = keep.sum(1).tolist()
+        masks = maps = [None] * len(kept)
+        if self.mask_head is not None:
+            with self.inference_autocast():
+                mask_logits, attention_maps = self.segment_with_attention(out, *keep.nonzero(as_tuple=True))
+            masks = mask_logits.float().split(counts)
+            if attention_maps is not None:
+                maps = attention_maps.float().split(counts)
+        steps = []
+        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+            valid = ~out.memory_mask[i]
+            h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
+            queries = keep[i].nonzero()[:, 0]
+            scores, classes = kept[i][1][queries], kept[i][2][queries]
+            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
+            valid_masks = panoptic = None
+            if masks[i] is not None:
+                valid_masks = self._valid_cells(masks[i], image_size)
+                panoptic = postprocessing.panoptic_merge(
+                    valid_masks, scores, classes, self.is_thing, image_size, output_size, self.small_segment_area
+                )
+            steps.append(
+                ImageSteps(
+                    image_size=tuple(image_size),
+                    output_size=output_size,
+                    encoded=out.memory[i, :, :h, :w].float(),
+                    box_embeddings=out.box_embeddings[-1, i].float(),
+                    class_logits=logits[i],
+                    boxes=boxes[i],
+                    queries=queries,
+                    classes=classes,
+                    scores=scores,
+                    attention_maps=None if maps[i] is None else maps[i][:, :, :h, :w],
+                    mask_logits=valid_masks,
+                    mask_stride=None if self.mask_head is None else self.mask_head.stride,
+                    panoptic_seg=panoptic,
+                )
+            )
+        return steps
+
+    def _require_thing_ids(self):
+        if not self.has_class_metadata:
+            raise ValueError(
+                "Panoptic and instance outputs need to know which classes are things: set DATASETS.TEST "
+                "(or DATASETS.TRAIN) to a registered panoptic dataset, or pass thing_ids to DetrPanoptic"
+            )
+
+    def _last_layer(self, batched_inputs, out):
+        """The last decoder layer's class logits B x N x (K+1) and boxes B x N x 4, in float32;
+        FloatingPointError naming the images when any is not finite."""
+        logits, boxes = out.logits[-1].float(), out.boxes[-1].float()
         bad = ~(torch.isfinite(logits).flatten(1).all(1) & torch.isfinite(boxes).flatten(1).all(1))
         if bad.any():
             names = [batched_inputs[i].get("file_name", f"batch item {i}") for i in bad.nonzero()[:, 0].tolist()]
@@ -525,3 +592,10 @@ class DetrPanoptic(nn.Module):
                 f"DetrPanoptic produced NaN/Inf predictions for {names}: the weights (MODEL.WEIGHTS) or "
                 "the input images contain non-finite values"
             )
+        return logits, boxes
+
+    def _valid_cells(self, mask_logits, image_size):
+        """mask_logits: T x H/s x W/s over the padded batch -> T x ceil(h/s) x ceil(w/s), the
+        cells covering an image of image_size (h, w) (s: the mask stride)."""
+        stride = self.mask_head.stride
+        return mask_logits[:, : -(-image_size[0] // stride), : -(-image_size[1] // stride)]

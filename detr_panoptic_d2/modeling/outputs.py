@@ -1,7 +1,8 @@
 """What the steps of DetrPanoptic hand over: ``DetrOutputs`` (steps 1-5, from
-``DetrPanoptic.detect``)."""
+``DetrPanoptic.detect``) and ``ImageSteps`` (every step for one image, from
+``DetrPanoptic.inference_steps``)."""
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -23,3 +24,40 @@ class DetrOutputs:
     memory_mask: torch.Tensor
     projected: torch.Tensor
     features: Dict[str, torch.Tensor]
+
+
+@dataclass
+class ImageSteps:
+    """What every step produced for one image (``DetrPanoptic.inference_steps``), for its N
+    queries, N' of them kept; K classes, d the transformer width, M attention maps per object,
+    h x w the image's valid (non-padding) cells on the grid the transformer reads, s the mask
+    stride. Tensors are on the model's device, in float32.
+
+    image_size: (height, width) the network saw, before padding; output_size: (H, W) of the
+        results (the input's "height" and "width");
+    encoded: d x h x w, the encoded image (step 3);
+    box_embeddings: N x d, the last decoder layer's output (step 4);
+    class_logits: N x (K+1) and boxes: N x 4, normalized cx, cy, w, h (step 5);
+    queries: N' long, the kept queries in ascending order; classes, scores: N', their best real
+        class and its probability;
+    attention_maps: N' x M x h x w (step 6); None for a box-only model or a mask head without;
+    mask_logits: N' x ceil(height/s) x ceil(width/s), over the image's valid region (step 7);
+        None for a box-only model;
+    mask_stride: s (None for a box-only model);
+    panoptic_seg: (H x W int32 ids, segments_info) merged from mask_logits (step 8), equal to
+        ``forward``'s; None for a box-only model.
+    """
+
+    image_size: Tuple[int, int]
+    output_size: Tuple[int, int]
+    encoded: torch.Tensor
+    box_embeddings: torch.Tensor
+    class_logits: torch.Tensor
+    boxes: torch.Tensor
+    queries: torch.Tensor
+    classes: torch.Tensor
+    scores: torch.Tensor
+    attention_maps: Optional[torch.Tensor]
+    mask_logits: Optional[torch.Tensor]
+    mask_stride: Optional[int]
+    panoptic_seg: Optional[tuple]
