@@ -97,7 +97,7 @@ class DetrCheckpointer(DetectionCheckpointer):
             raise ValueError(
                 f"Checkpoint {self._loading!r} does not fit the model of this config: shape mismatches "
                 f"(checkpoint vs model) {_mismatches(others)[:10]}. Only the class head may differ (fine-tuning "
-                "to other classes); check MODEL.WEIGHTS and the config's sizes"
+                "to other classes); check MODEL.WEIGHTS (LazyConfig: train.init_checkpoint) and the config's sizes"
             )
         if not head:
             return self.incompatible
@@ -115,7 +115,10 @@ class DetrCheckpointer(DetectionCheckpointer):
         unless every parameter and buffer of the model was found with its shape (for
         evaluation, where a partly loaded model would give meaningless numbers)."""
         if not path:
-            raise ValueError("No checkpoint to evaluate: set MODEL.WEIGHTS (or pass --resume with a previous run)")
+            raise ValueError(
+                "No checkpoint to evaluate: set MODEL.WEIGHTS (LazyConfig: train.init_checkpoint), or pass --resume "
+                "with a previous run"
+            )
         self.incompatible = None
         self._require_complete = True
         try:

@@ -3,13 +3,15 @@
 For a dataset whose metadata says ``evaluator_type: "coco_panoptic_seg"`` (Detectron2's COCO
 panoptic datasets and those registered with ``register_panoptic_dataset``):
 
-- PQ, SQ, RQ: ``COCOPanopticEvaluator``, with MODEL.DETR.TEST.PANOPTIC_ON (LazyConfig: ``panoptic_on``);
+- PQ, SQ, RQ: ``COCOPanopticEvaluator``, with MODEL.DETR.TEST.PANOPTIC_ON;
 - box AP (and mask AP with MODEL.MASK_ON) on the things: ``ThingsCOCOEvaluator``, with
   MODEL.DETR.TEST.INSTANCES_ON and an instances JSON (metadata ``json_file``);
 - mIoU over all classes: ``PanopticSemSegEvaluator``, with MODEL.DETR.TEST.SEMANTIC_ON and
   semantic PNGs (``sem_seg_file_name`` in the dataset dicts).
 
-Each one left out is logged with the reason.
+Each one left out is logged with the reason. ``panoptic_evaluators`` takes these switches as
+arguments (LazyConfigs link them to the model's ``panoptic_on``, ``instances_on``,
+``semantic_on``); ``build_panoptic_evaluator`` reads them from a yacs config.
 """
 import logging
 
