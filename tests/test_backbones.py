@@ -25,13 +25,13 @@ def _cfg(kind):
     return cfg
 
 
-def _vit_model():
+def _vit_model(**overrides):
     """A ViT (patch 16, 1 block, width 32) + SimpleFeaturePyramid (p2..p5, 16 channels) and
-    DetrPanoptic built from its parts, without a config."""
+    DetrPanoptic built from its parts, without a config; ``overrides``: other arguments."""
     vit = ViT(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2, pretrain_img_size=64,
               pretrain_use_cls_token=False)
     backbone = SimpleFeaturePyramid(vit, "last_feat", out_channels=16, scale_factors=(4.0, 2.0, 1.0, 0.5))
-    return DetrPanoptic(
+    args = dict(
         backbone=backbone,
         transformer=Transformer(d_model=64, nhead=8, num_encoder_layers=1, num_decoder_layers=1,
                                 dim_feedforward=64, dropout=0.0),
@@ -43,6 +43,7 @@ def _vit_model():
         mask_head=DetrMaskHead(backbone.output_shape(), hidden_dim=64, num_heads=8),
         thing_ids=[0, 1, 4],
     )
+    return DetrPanoptic(**{**args, **overrides})
 
 
 # kind -> (the level the transformer reads, the mask head's levels, the mask stride)
@@ -99,3 +100,10 @@ def test_unknown_transformer_level_is_reported():
     cfg.MODEL.DETR.IN_FEATURE = "p5"
     with pytest.raises(ValueError, match=r"in_feature='p5' \(MODEL.DETR.IN_FEATURE\) is not an output.*'res5': 32"):
         build_model(cfg)
+
+
+def test_direct_construction_errors_name_the_argument_and_the_key():
+    with pytest.raises(ValueError, match=r"in_feature='res5' \(MODEL.DETR.IN_FEATURE\).*'p2': 4"):
+        _vit_model(in_feature="res5")
+    with pytest.raises(ValueError, match=r"criterion.num_classes=7 differs from num_classes=5 \(MODEL.DETR.NUM_CLASSES\)"):
+        _vit_model(criterion=SetCriterion(7, HungarianMatcher()))

@@ -156,6 +156,11 @@ class DetrPanoptic(nn.Module):
             detections_per_image: most instances per image (TEST.DETECTIONS_PER_IMAGE).
         """
         super().__init__()
+        if criterion.num_classes != num_classes:
+            raise ValueError(
+                f"criterion.num_classes={criterion.num_classes} differs from num_classes={num_classes} "
+                "(MODEL.DETR.NUM_CLASSES)"
+            )
         hidden_dim = transformer.d_model
         self.backbone = backbone
         shapes = backbone.output_shape()
