@@ -171,6 +171,17 @@ def register_tiny_shapes(root, prefix, num_train=16, num_val=4, size=(64, 96)):
     return names
 
 
+def write_panoptic_split(root, num_images, seed, size=(64, 80)):
+    """Writes a COCO-panoptic split (the shapes generator: 6 classes, images of ``size`` =
+    (min, max) px a side) into the folder ``root``, unregistered. Returns the arguments of
+    ``--register NAME JSON IMAGE_DIR PNG_DIR`` after NAME: [JSON, IMAGE_DIR, PNG_DIR]."""
+    from detr_panoptic_d2.data.shapes import generate_split, split_paths
+
+    generate_split(str(root), num_images, seed, *size)
+    paths = split_paths(str(root))
+    return [paths["panoptic_json"], paths["image_root"], paths["panoptic_root"]]
+
+
 def tiny_training_cfg(train, val, output_dir, mask_on=True, max_iter=3):
     """``tiny_cfg`` set up to train on the registered panoptic split ``train`` (64 px
     images, batch 2, no crop, CPU, seeded) and evaluate every output on ``val`` (None: no

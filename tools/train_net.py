@@ -6,6 +6,8 @@
     tools/train_net.py --config-file CONFIG --resume            # continue the last run
     tools/train_net.py --config-file CONFIG --num-gpus 2        # 2 processes (GLOO on CPU)
     tools/train_net.py --config-file CONFIG --eval-only --onnx exported/model.onnx   # PQ of an export
+    tools/train_net.py --config-file CONFIG --register my_train JSON IMAGE_DIR PNG_DIR \
+        DATASETS.TRAIN "('my_train',)" MODEL.DETR.NUM_CLASSES 7   # a COCO-panoptic split on disk
 
 Trailing KEY VALUE pairs override the config. The trainer is ``DetrTrainer``.
 """
@@ -14,11 +16,13 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.data.user_datasets import add_register_argument, register_from_args
 from detr_panoptic_d2.engine import DetrTrainer, setup
 from detr_panoptic_d2.export.evaluate import evaluate_exported
 
 
 def main(args):
+    register_from_args(args)
     cfg = setup(args)
     if getattr(args, "onnx", None):
         return evaluate_exported(cfg, args.onnx)
@@ -37,8 +41,8 @@ def main(args):
 
 
 def parse_args(argv=None):
-    """Detectron2's default_argument_parser with --onnx."""
-    parser = default_argument_parser()
+    """Detectron2's default_argument_parser with --onnx and --register."""
+    parser = add_register_argument(default_argument_parser())
     parser.add_argument(
         "--onnx", metavar="FILE", default=None,
         help="with --eval-only: evaluate this model.onnx (tools/export_model.py) run by onnxruntime; panoptic only",

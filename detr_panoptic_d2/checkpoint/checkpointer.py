@@ -5,6 +5,15 @@ Loading: ``.pth`` files go through ``safe_load`` (tensors and plain containers o
 unpickler that accepts only numpy arrays and plain containers. A file needing anything else
 is refused with a message naming it, unless ``allow_unsafe`` is set.
 
+Fine-tuning: when a training run loads MODEL.WEIGHTS of a model with another number of classes
+(e.g. a converted COCO checkpoint, 133 + 1 rows, for a dataset of 7 classes), the class head
+(``class_embed``, NUM_CLASSES + 1 rows) keeps its fresh initialization and a warning names its
+keys with the checkpoint's and the model's shapes; every other tensor is loaded. Any other
+shape mismatch is an error naming the keys (a checkpoint of another architecture would
+otherwise be loaded in part without notice). Keys missing from the checkpoint (e.g. all but
+the backbone when starting from ImageNet weights) are logged by Detectron2 as usual.
+``load_complete`` (evaluation) accepts no mismatch at all.
+
 Saving: the checkpoint is written to a temporary file in the same folder, flushed to disk
 and renamed over the final name, and ``last_checkpoint`` likewise, so a run killed at any
 moment never leaves a partial checkpoint under a checkpoint's name, and ``last_checkpoint``
@@ -56,31 +65,69 @@ def check_plain_pickle(path):
             raise ValueError(f"Checkpoint file {path!r} is truncated: {e}") from e
 
 
+# The class head: the only tensors whose shape may differ from the checkpoint's (fine-tuning).
+CLASS_HEAD = ("class_embed.weight", "class_embed.bias")
+
+
+def _mismatches(incorrect_shapes):
+    return [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incorrect_shapes]
+
+
 class DetrCheckpointer(DetectionCheckpointer):
-    """A DetectionCheckpointer (same arguments) with safe loading and atomic saving."""
+    """A DetectionCheckpointer (same arguments) with safe loading, atomic saving and a
+    re-initialized class head when fine-tuning to other classes (see the module docstring)."""
 
     def __init__(self, model, save_dir="", *, allow_unsafe=False, **kwargs):
         super().__init__(model, save_dir, **kwargs)
         self.allow_unsafe = allow_unsafe
         self.incompatible = None
+        self._require_complete = False
+        self._loading = None
 
     def _load_model(self, checkpoint):
-        """As Detectron2's (which logs what did not fit), and keeps the report in
-        ``self.incompatible`` (missing_keys, unexpected_keys, incorrect_shapes)."""
+        """As Detectron2's, and keeps its report in ``self.incompatible`` (missing_keys,
+        unexpected_keys, incorrect_shapes). Outside ``load_complete``, a class head of another
+        shape is left initialized and logged; any other shape mismatch raises ValueError."""
         self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
+        if self._require_complete:
+            return self.incompatible
+        head = [s for s in self.incompatible.incorrect_shapes if s[0] in CLASS_HEAD]
+        others = [s for s in self.incompatible.incorrect_shapes if s[0] not in CLASS_HEAD]
+        if others:
+            raise ValueError(
+                f"Checkpoint {self._loading!r} does not fit the model of this config: shape mismatches "
+                f"(checkpoint vs model) {_mismatches(others)[:10]}. Only the class head may differ (fine-tuning "
+                "to other classes); check MODEL.WEIGHTS (LazyConfig: train.init_checkpoint) and the config's sizes"
+            )
+        if not head:
+            return self.incompatible
+        self.logger.warning(
+            f"Fine-tuning: class head re-initialized, not loaded from {self._loading!r} (another number of "
+            f"classes): {'; '.join(f'{k} {tuple(a)} in the checkpoint -> {tuple(b)} in the model' for k, a, b in head)}; "
+            "every other tensor of the checkpoint is loaded"
+        )
+        return self.incompatible._replace(
+            missing_keys=[k for k in self.incompatible.missing_keys if k not in CLASS_HEAD], incorrect_shapes=[]
+        )
 
     def load_complete(self, path):
         """Loads ``path`` into the model and raises ValueError, naming the file and the keys,
         unless every parameter and buffer of the model was found with its shape (for
         evaluation, where a partly loaded model would give meaningless numbers)."""
         if not path:
-            raise ValueError("No checkpoint to evaluate: set MODEL.WEIGHTS (or pass --resume with a previous run)")
+            raise ValueError(
+                "No checkpoint to evaluate: set MODEL.WEIGHTS (LazyConfig: train.init_checkpoint), or pass --resume "
+                "with a previous run"
+            )
         self.incompatible = None
-        self.load(path)
+        self._require_complete = True
+        try:
+            self.load(path)
+        finally:
+            self._require_complete = False
         report = self.incompatible
         missing = list(report.missing_keys) if report else []
-        shapes = [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in report.incorrect_shapes] if report else []
+        shapes = _mismatches(report.incorrect_shapes) if report else []
         if missing or shapes:
             raise ValueError(
                 f"Checkpoint {path!r} does not fit the model of this config: missing {missing[:10]}"
@@ -89,6 +136,7 @@ class DetrCheckpointer(DetectionCheckpointer):
             )
 
     def _load_file(self, filename):
+        self._loading = filename
         if filename.endswith(".pkl") and not self.allow_unsafe:
             check_plain_pickle(filename)
         return super()._load_file(filename)

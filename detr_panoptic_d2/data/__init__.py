@@ -5,9 +5,9 @@ written until they are loaded).
 """
 
 from .augmentation import build_detr_augmentation
-from .dataset_mapper import DetrPanopticDatasetMapper
+from .dataset_mapper import DetrPanopticDatasetMapper, dataset_class_ids
 from .errors import PanopticDataError
-from .panoptic_dataset import load_panoptic_dicts, panoptic_metadata, register_panoptic_dataset
+from .panoptic_dataset import load_panoptic_dicts, panoptic_metadata, register_panoptic_dataset, thing_class_ids
 from .shapes import register_builtin_shapes, register_shapes_panoptic
 
 register_builtin_shapes()
@@ -16,8 +16,10 @@ __all__ = [
     "DetrPanopticDatasetMapper",
     "PanopticDataError",
     "build_detr_augmentation",
+    "dataset_class_ids",
     "load_panoptic_dicts",
     "panoptic_metadata",
     "register_panoptic_dataset",
     "register_shapes_panoptic",
+    "thing_class_ids",
 ]

@@ -20,6 +20,15 @@ from .metadata import dataset_to_contiguous
 logger = logging.getLogger(__name__)
 
 
+def dataset_class_ids(names):
+    """The contiguous class ids (a set) in the metadata of the datasets ``names`` (one name or
+    a list), things and stuff; None when the metadata has none (any id is then accepted)."""
+    class_ids = set()
+    for name in [names] if isinstance(names, str) else names:
+        class_ids.update(dataset_to_contiguous(MetadataCatalog.get(name)).values())
+    return class_ids or None
+
+
 class DetrPanopticDatasetMapper:
     """Reads, checks and augments one sample of a COCO-panoptic-format dataset.
 
@@ -77,15 +86,12 @@ class DetrPanopticDatasetMapper:
             if dataset_name
             else list(cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST)
         )
-        class_ids = set()
-        for name in names:
-            class_ids.update(dataset_to_contiguous(MetadataCatalog.get(name)).values())
         return {
             "is_train": is_train,
             "augmentations": build_detr_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
             "dataset_name": "+".join(names),
-            "class_ids": class_ids or None,
+            "class_ids": dataset_class_ids(names),
             "skip_bad_samples": cfg.DATALOADER.SKIP_BAD_SAMPLES,
         }
 

@@ -17,7 +17,7 @@ from detectron2.data.datasets import register_coco_panoptic
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
 from .errors import PanopticDataError
-from .metadata import STUFF_MAP, THING_MAP, dataset_to_contiguous
+from .metadata import STUFF_MAP, THING_MAP, dataset_to_contiguous, thing_contiguous_ids
 
 
 def panoptic_metadata(categories):
@@ -36,6 +36,19 @@ def panoptic_metadata(categories):
         THING_MAP: {c["id"]: i for i, c in enumerate(ordered) if c["isthing"]},
         STUFF_MAP: {c["id"]: i for i, c in enumerate(ordered)},
     }
+
+
+def thing_class_ids(dataset_name):
+    """Sorted contiguous ids of the thing classes of a registered panoptic dataset (what
+    ``DetrPanoptic`` takes as ``thing_ids``). Raises ValueError when its metadata has no
+    ``thing_dataset_id_to_contiguous_id``."""
+    meta = MetadataCatalog.get(dataset_name)
+    if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
+        raise ValueError(
+            f"Dataset {dataset_name!r} has no thing_dataset_id_to_contiguous_id metadata: register it as a "
+            "panoptic dataset (e.g. register_panoptic_dataset, or --register)"
+        )
+    return thing_contiguous_ids(meta)
 
 
 def load_panoptic_dicts(

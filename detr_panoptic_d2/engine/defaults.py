@@ -12,6 +12,9 @@ file, KEY VALUE overrides) plus what a DETR run needs to start anywhere:
 ``setup`` adds Detectron2's ``default_setup`` (output folder, logging, seeding from SEED) and,
 with MODEL.DETR.DETERMINISTIC set, asks PyTorch for deterministic algorithms; it logs each
 change above as a warning.
+
+MODEL.DETR.NUM_CLASSES must be the class count of every dataset in DATASETS.TRAIN and TEST
+(``check_num_classes``; register datasets on disk first, e.g. ``--register``).
 """
 import logging
 import os
@@ -23,6 +26,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_detr_panoptic_config
+from ..data.user_datasets import check_num_classes
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +61,11 @@ def load_config(config_file, opts=(), *, eval_only=False):
 def setup(args):
     """Frozen config from ``args`` (Detectron2's ``default_argument_parser``):
     ``load_config(args.config_file, args.opts)``; logging (Detectron2's and this package's),
-    the output directory and seeding set up as ``default_setup`` does."""
+    the output directory and seeding set up as ``default_setup`` does; NUM_CLASSES checked
+    against the datasets."""
     cfg, warnings = load_config(args.config_file, args.opts, eval_only=getattr(args, "eval_only", False))
     cfg.freeze()
+    check_num_classes(cfg.MODEL.DETR.NUM_CLASSES, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     default_setup(cfg, args)
     if cfg.MODEL.DETR.DETERMINISTIC:
         # cuBLAS needs this workspace setting to be deterministic; harmless on the CPU.

@@ -9,7 +9,9 @@ panoptic datasets and those registered with ``register_panoptic_dataset``):
 - mIoU over all classes: ``PanopticSemSegEvaluator``, with MODEL.DETR.TEST.SEMANTIC_ON and
   semantic PNGs (``sem_seg_file_name`` in the dataset dicts).
 
-Each one left out is logged with the reason.
+Each one left out is logged with the reason. ``panoptic_evaluators`` takes these switches as
+arguments (LazyConfigs link them to the model's ``panoptic_on``, ``instances_on``,
+``semantic_on``); ``build_panoptic_evaluator`` reads them from a yacs config.
 """
 import logging
 
@@ -57,8 +59,28 @@ class ThingsCOCOEvaluator(COCOEvaluator):
 
 
 def build_panoptic_evaluator(cfg, dataset_name, output_dir):
+    """``panoptic_evaluators`` with the outputs turned on in a yacs config:
+    MODEL.DETR.TEST.{PANOPTIC,INSTANCES,SEMANTIC}_ON, MODEL.MASK_ON, TEST.DETECTIONS_PER_IMAGE."""
+    test = cfg.MODEL.DETR.TEST
+    return panoptic_evaluators(
+        dataset_name,
+        output_dir,
+        panoptic_on=test.PANOPTIC_ON,
+        instances_on=test.INSTANCES_ON,
+        semantic_on=test.SEMANTIC_ON,
+        mask_on=cfg.MODEL.MASK_ON,
+        detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+    )
+
+
+def panoptic_evaluators(
+    dataset_name, output_dir, *, panoptic_on=True, instances_on=False, semantic_on=False, mask_on=True,
+    detections_per_image=100,
+):
     """DatasetEvaluators for ``dataset_name`` (see the module docstring), writing their files
-    under ``output_dir``. Raises NotImplementedError, which Detectron2's trainer reports and
+    under ``output_dir``: PQ with ``panoptic_on``, box AP (and mask AP with ``mask_on``) with
+    ``instances_on``, mIoU with ``semantic_on`` (the model's outputs of the same names; yaml:
+    MODEL.DETR.TEST.*_ON). Raises NotImplementedError, which Detectron2's trainer reports and
     skips, when none applies; ValueError for a dataset of another evaluator type."""
     meta = MetadataCatalog.get(dataset_name)
     evaluator_type = meta.get("evaluator_type", None)
@@ -69,25 +91,22 @@ def build_panoptic_evaluator(cfg, dataset_name, output_dir):
         )
     # Loading first also writes the files of lazily generated datasets (shapes).
     dicts = DatasetCatalog.get(dataset_name)
-    test = cfg.MODEL.DETR.TEST
     evaluators, skipped = [], []
-    if not test.PANOPTIC_ON:
-        skipped.append("PQ (COCOPanopticEvaluator): MODEL.DETR.TEST.PANOPTIC_ON is off")
+    if not panoptic_on:
+        skipped.append("PQ (COCOPanopticEvaluator): PANOPTIC_ON is off (MODEL.DETR.TEST.PANOPTIC_ON, model.panoptic_on)")
     else:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
-    tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
-    if not test.INSTANCES_ON:
-        skipped.append("AP (COCOEvaluator): MODEL.DETR.TEST.INSTANCES_ON is off")
+    tasks = ("bbox", "segm") if mask_on else ("bbox",)
+    if not instances_on:
+        skipped.append("AP (COCOEvaluator): INSTANCES_ON is off (MODEL.DETR.TEST.INSTANCES_ON, model.instances_on)")
     elif not meta.get("json_file", None):
         skipped.append(f"AP (COCOEvaluator): the metadata of {dataset_name!r} has no json_file (instances JSON)")
     else:
         evaluators.append(
-            ThingsCOCOEvaluator(
-                dataset_name, tasks, output_dir=output_dir, max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE
-            )
+            ThingsCOCOEvaluator(dataset_name, tasks, output_dir=output_dir, max_dets_per_image=detections_per_image)
         )
-    if not test.SEMANTIC_ON:
-        skipped.append("mIoU (SemSegEvaluator): MODEL.DETR.TEST.SEMANTIC_ON is off")
+    if not semantic_on:
+        skipped.append("mIoU (SemSegEvaluator): SEMANTIC_ON is off (MODEL.DETR.TEST.SEMANTIC_ON, model.semantic_on)")
     elif not all("sem_seg_file_name" in d for d in dicts):
         skipped.append(f"mIoU (SemSegEvaluator): the dicts of {dataset_name!r} have no sem_seg_file_name")
     else:

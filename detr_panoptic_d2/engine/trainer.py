@@ -11,8 +11,8 @@ What differs from DefaultTrainer:
 - checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
 
 Each is one of DefaultTrainer's builders overridden, except the DDP arguments, for which
-DefaultTrainer's constructor has no hook: on the CPU it runs with ``create_ddp_model`` given
-``device_ids=None``.
+DefaultTrainer's constructor has no hook: on the CPU it runs with Detectron2's
+``create_ddp_model`` replaced by ``create_detr_ddp_model``.
 Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED on a GPU; on
 the CPU the model autocasts to bfloat16 itself, see DetrPanoptic.training_autocast), the LR
 scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
@@ -25,12 +25,20 @@ import weakref
 import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer
+from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model
 
 from ..checkpoint import DetrCheckpointer
 from ..data import DetrPanopticDatasetMapper
 from .evaluators import build_panoptic_evaluator
 from .optimizer import build_optimizer
+
+
+def create_detr_ddp_model(model, device, **kwargs):
+    """Detectron2's ``create_ddp_model`` (the model itself in a single process) with
+    ``kwargs``; for a CPU ``device`` without the ``device_ids`` that DDP refuses there."""
+    if torch.device(device).type == "cpu":
+        kwargs["device_ids"] = None
+    return create_ddp_model(model, **kwargs)
 
 
 class DetrTrainer(DefaultTrainer):
@@ -42,8 +50,7 @@ class DetrTrainer(DefaultTrainer):
         if torch.device(cfg.MODEL.DEVICE).type != "cpu":
             super().__init__(cfg)
             return
-        create_ddp_model = d2_defaults.create_ddp_model
-        d2_defaults.create_ddp_model = functools.partial(create_ddp_model, device_ids=None)
+        d2_defaults.create_ddp_model = functools.partial(create_detr_ddp_model, device=cfg.MODEL.DEVICE)
         try:
             super().__init__(cfg)
         finally:

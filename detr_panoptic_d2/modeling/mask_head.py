@@ -7,6 +7,7 @@ FPN-style convolutional head below. Both parts are modules of their own for reus
 Every head treats each object independently (GroupNorm normalizes per sample), so running it
 on a subset of the queries gives exactly those queries' rows of the all-query result.
 """
+import functools
 from typing import Dict, List
 
 import torch
@@ -183,6 +184,14 @@ class DetrMaskHead(nn.Module):
         self.attention_map = MultiHeadAttentionMap(hidden_dim, hidden_dim, num_heads)
         self.fpn = FPNMaskHead(hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features])
         self.stride = input_shape[self.in_features[-1]].stride
+
+    @classmethod
+    def builder(cls, **kwargs):
+        """A function ``input_shape -> DetrMaskHead(input_shape, **kwargs)`` (keyword arguments
+        as ``__init__``'s). ``DetrPanoptic`` calls it with its backbone's ``output_shape()``:
+        LazyConfigs give ``mask_head=L(DetrMaskHead.builder)(hidden_dim=..., num_heads=...)``, so
+        the head's input widths follow whatever backbone ``model.backbone`` is."""
+        return functools.partial(cls, **kwargs)
 
     @classmethod
     def from_config(cls, cfg, input_shape):

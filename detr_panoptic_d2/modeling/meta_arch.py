@@ -145,8 +145,10 @@ class DetrPanoptic(nn.Module):
                 the coarsest (largest stride; of equal strides the last in ``output_shape()``).
             position_encoding: module turning a B x h x w padding mask into B x d x h x w codes
                 (MODEL.DETR.POSITION_EMBEDDING); None: DETR's sine encoding.
-            mask_head: a head as described in DETR_MASK_HEAD_REGISTRY, or None for a box-only
-                model (MODEL.MASK_ON).
+            mask_head: a head as described in DETR_MASK_HEAD_REGISTRY, or a function building
+                one from the backbone's ``output_shape()`` (``DetrMaskHead.builder(...)``, what
+                the LazyConfigs give, so that a swapped backbone needs no other change), or None
+                for a box-only model (MODEL.MASK_ON).
             channels_last: run the backbone in channels-last memory format
                 (MODEL.DETR.CHANNELS_LAST); the same values up to float rounding.
             deep_supervision: losses on every decoder layer (MODEL.DETR.DEEP_SUPERVISION).
@@ -202,6 +204,8 @@ class DetrPanoptic(nn.Module):
         self.mask_loss_all_groups = mask_loss_all_groups
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        if mask_head is not None and not isinstance(mask_head, nn.Module):
+            mask_head = mask_head(shapes)
         self.mask_head = mask_head
         self.criterion = criterion
         self.num_classes = num_classes
