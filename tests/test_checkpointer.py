@@ -1,5 +1,4 @@
 """DetrCheckpointer: safe loading of .pth and model-zoo .pkl files, atomic saving."""
-import itertools
 import multiprocessing
 import os
 import pickle
@@ -109,12 +108,16 @@ def test_failed_save_leaves_no_partial_file_and_keeps_the_last_tag(model, tmp_pa
     assert open(tmp_path / "last_checkpoint").read() == "model_0000001.pth"
 
 
-def _save_forever(folder, first):
-    """Child process: saves checkpoints of a 4 MB model, numbered from ``first``, until killed."""
+def _save_until_killed(folder, first, parent):
+    """Child process: saves checkpoints of a 4 MB model, numbered from ``first``, until killed;
+    it stops on its own after 500 saves or when the test process ``parent`` is gone, so that a
+    test killed half-way does not leave it filling the disk."""
     module = torch.nn.Linear(1000, 1000)
     torch.nn.init.constant_(module.weight, 0.5)
     ckpt = DetrCheckpointer(module, folder)
-    for i in itertools.count(first):
+    for i in range(first, first + 500):
+        if os.getppid() != parent:
+            return
         ckpt.save(f"model_{i:07d}")
 
 
@@ -130,7 +133,7 @@ def test_killed_while_saving_leaves_only_complete_checkpoints(tmp_path):
     context = multiprocessing.get_context("spawn")
     for attempt in range(10):
         before = len(_checkpoints(tmp_path))
-        child = context.Process(target=_save_forever, args=(str(tmp_path), 1000 * attempt))
+        child = context.Process(target=_save_until_killed, args=(str(tmp_path), 1000 * attempt, os.getpid()))
         child.start()
         deadline = time.monotonic() + 120
         while len(_checkpoints(tmp_path)) == before:
