@@ -52,7 +52,7 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert report["model"]["kept_queries"] == 3 and report["model"]["frozen_detector"]
 
     inference = report["inference"]
-    ours, ref = inference["modes"]["used_queries"], inference["modes"]["all_queries"]
+    ours, ref = inference["modes"]["ours"], inference["modes"]["reference"]
     for mode in (ours, ref):
         assert set(mode["stages"]) == INFERENCE_STAGES
         assert set(mode["total"]) == SUMMARY and mode["total"]["n"] == 2 and mode["total"]["median"] > 0
@@ -65,7 +65,7 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert inference["speedup"] == pytest.approx(ref["total"]["median"] / ours["total"]["median"])
 
     training = report["training"]
-    ours, ref = training["modes"]["used_queries"], training["modes"]["all_queries"]
+    ours, ref = training["modes"]["ours"], training["modes"]["reference"]
     for mode in (ours, ref):
         assert set(mode["stages"]) == TRAINING_STAGES and mode["peak_memory_mib"] > 0
     assert ours["mask_head_queries_per_image"] == 4 and ref["mask_head_queries_per_image"] == 10
@@ -87,8 +87,8 @@ def test_outputs_choice_and_queries_above_floor_set_the_mask_head_rows(outputs, 
     enabled = ["panoptic"] + (["instances", "semantic"] if outputs == "all" else [])
     assert report["outputs"] == {"chosen_by": outputs, "enabled": enabled}
     modes = report["inference"]["modes"]
-    assert modes["used_queries"]["mask_head_queries_per_image"] == rows
-    assert modes["all_queries"]["mask_head_queries_per_image"] == 10
+    assert modes["ours"]["mask_head_queries_per_image"] == rows
+    assert modes["reference"]["mask_head_queries_per_image"] == 10
     assert report["inference"]["comparison"]["panoptic_seg"]
     assert f"outputs: {', '.join(enabled)} (--outputs {outputs})" in capsys.readouterr().out
 

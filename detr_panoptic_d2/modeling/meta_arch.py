@@ -27,6 +27,7 @@ from torchvision.ops import box_convert
 
 from ..checkpoint.safe_load import load_model_state
 from . import postprocessing
+from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
@@ -145,6 +146,7 @@ class DetrPanoptic(nn.Module):
         detections_per_image=100,
         mask_score_floor=0.0,
         amp_dtype="",
+        fold_batchnorm=False,
     ):
         super().__init__()
         hidden_dim = transformer.d_model
@@ -202,6 +204,7 @@ class DetrPanoptic(nn.Module):
                 f"MODEL.DETR.TEST.AMP_DTYPE must be one of {sorted(AMP_DTYPES)} ('' = full precision), got {amp_dtype!r}"
             )
         self.amp_dtype = AMP_DTYPES[amp_dtype]
+        self.fold_batchnorm = fold_batchnorm
         self.frozen_detector = bool(frozen_weights)
         if self.frozen_detector:
             self.freeze_detector(frozen_weights)
@@ -256,6 +259,7 @@ class DetrPanoptic(nn.Module):
             "detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
             "mask_score_floor": d.TEST.MASK_SCORE_FLOOR,
             "amp_dtype": d.TEST.AMP_DTYPE,
+            "fold_batchnorm": d.TEST.FOLD_BATCHNORM,
         }
 
     @property
@@ -318,7 +322,8 @@ class DetrPanoptic(nn.Module):
     def detect(self, images, padding_mask):
         """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W. Returns DetrOutputs
         with G*N queries (G = 1 in inference)."""
-        feats = self.backbone(images, padding_mask)
+        with folded_batchnorm(self.backbone, self.fold_batchnorm):  # inference only, see its module
+            feats = self.backbone(images, padding_mask)
         projected = self.input_proj(feats.features[self.in_feature])
         memory_mask = feats.masks[self.in_feature]
         queries = self.object_queries()
