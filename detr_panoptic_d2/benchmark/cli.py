@@ -14,7 +14,6 @@ import time
 
 import torch
 
-from .amp import AMP_CHOICES
 from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
 from .models import REFERENCE, build_models, load_cfg
@@ -22,6 +21,7 @@ from .report import environment, format_report
 from .synthetic import synthetic_batch
 from .training import compare_training, run_training
 
+AMP_CHOICES = ("none", "bfloat16", "float16")
 DEFAULT_KEPT_QUERIES = 15
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 # --outputs: (INSTANCES_ON, SEMANTIC_ON) to set, None: the config's.
@@ -71,7 +71,8 @@ def argument_parser():
     )
     p.add_argument(
         "--amp", choices=AMP_CHOICES, default="none",
-        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast (none)",
+        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training with Detectron2's AMPTrainer "
+        "(on the CPU: bfloat16 autocast around the trainer's forward) (none)",
     )
     p.add_argument(
         "--onnx", action="store_true",
