@@ -52,7 +52,7 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert report["model"]["kept_queries"] == 3 and report["model"]["frozen_detector"]
 
     inference = report["inference"]
-    ours, ref = inference["modes"]["used_queries"], inference["modes"]["all_queries"]
+    ours, ref = inference["modes"]["ours"], inference["modes"]["reference"]
     for mode in (ours, ref):
         assert set(mode["stages"]) == INFERENCE_STAGES
         assert set(mode["total"]) == SUMMARY and mode["total"]["n"] == 2 and mode["total"]["median"] > 0
@@ -65,7 +65,7 @@ def test_compare_all_queries_runs_and_writes_json(tmp_path):
     assert inference["speedup"] == pytest.approx(ref["total"]["median"] / ours["total"]["median"])
 
     training = report["training"]
-    ours, ref = training["modes"]["used_queries"], training["modes"]["all_queries"]
+    ours, ref = training["modes"]["ours"], training["modes"]["reference"]
     for mode in (ours, ref):
         assert set(mode["stages"]) == TRAINING_STAGES and mode["peak_memory_mib"] > 0
     assert ours["mask_head_queries_per_image"] == 4 and ref["mask_head_queries_per_image"] == 10
@@ -87,8 +87,8 @@ def test_outputs_choice_and_queries_above_floor_set_the_mask_head_rows(outputs, 
     enabled = ["panoptic"] + (["instances", "semantic"] if outputs == "all" else [])
     assert report["outputs"] == {"chosen_by": outputs, "enabled": enabled}
     modes = report["inference"]["modes"]
-    assert modes["used_queries"]["mask_head_queries_per_image"] == rows
-    assert modes["all_queries"]["mask_head_queries_per_image"] == 10
+    assert modes["ours"]["mask_head_queries_per_image"] == rows
+    assert modes["reference"]["mask_head_queries_per_image"] == 10
     assert report["inference"]["comparison"]["panoptic_seg"]
     assert f"outputs: {', '.join(enabled)} (--outputs {outputs})" in capsys.readouterr().out
 
@@ -212,3 +212,34 @@ def test_peak_memory_sees_a_temporary_allocation():
         big = torch.ones(64 * 2**20)  # 256 MiB, touched
         del big
     assert peak.kind == "cpu_peak_rss_process_lifetime" or peak.mib - peak.start_mib > 200
+
+
+def test_reference_and_baseline_models_share_weights_and_differ_by_their_overrides():
+    from detr_panoptic_d2.benchmark.models import REFERENCE, build_models, load_cfg
+
+    cfg = load_cfg("configs/coco/detr_R50_panoptic.yaml", TINY_OPTS + ["MODEL.DETR.FROZEN_WEIGHTS", ""], "cpu")
+    cfg.MODEL.DETR.CHANNELS_LAST = True
+    variants = {"ours": [], "reference": REFERENCE, "baseline": ["MODEL.DETR.TEST.FOLD_BATCHNORM", "False"]}
+    inputs = synthetic_batch(1, 64, 96, 133)
+    models, info = build_models(cfg, variants, kept_queries=3, calibration_inputs=inputs, workdir=None)
+    assert info["variants"] == variants
+    switches = {k: (m.all_queries, m.fold_batchnorm, m.backbone.channels_last) for k, m in models.items()}
+    assert switches == {"ours": (False, True, True), "reference": (True, False, False), "baseline": (False, False, True)}
+    state = models["ours"].state_dict()
+    for model in models.values():
+        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_training_runs_detectron2s_trainer_step():
+    from detectron2.engine import SimpleTrainer
+
+    from detr_panoptic_d2.benchmark.training import build_trainer
+
+    model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic"))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    plain = build_trainer(model, [], optimizer, amp="none", device="cpu")
+    assert type(plain) is SimpleTrainer and plain.model is model
+    mixed = build_trainer(model, [], optimizer, amp="bfloat16", device="cpu")
+    assert type(mixed) is SimpleTrainer and mixed.model.model is model and mixed.model.amp == "bfloat16"
+    with pytest.raises(SystemExit, match="float16 training needs CUDA"):
+        build_trainer(model, [], optimizer, amp="float16", device="cpu")

@@ -2,9 +2,10 @@
 
 Runs synthetic images of a given size through a config's model on the current device and
 reports end-to-end and per-stage times, images/s and peak memory, for inference and for a
-training iteration; with ``--compare-all-queries`` the same weights also run with the mask
-head on all queries (the reference implementation's behaviour) and the report gives the
-ratio and whether outputs, losses and gradients are identical.
+training iteration; with ``--compare-all-queries`` the same weights also run as the reference
+implementation does (mask head on all queries, every optimization off: models.REFERENCE), or
+with ``--baseline`` as ours with some config keys changed (an A/B of one optimization), and
+the report gives the ratio and how far outputs, losses and gradients differ.
 """
 import argparse
 import json
@@ -13,14 +14,15 @@ import time
 
 import torch
 
-from .amp import AMP_CHOICES
+from ..config import AMP_DTYPES
 from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
-from .models import build_models, load_cfg
-from .report import environment, format_report, mode_key
+from .models import REFERENCE, build_models, load_cfg
+from .report import environment, format_report
 from .synthetic import synthetic_batch
 from .training import compare_training, run_training
 
+AMP_CHOICES = tuple(AMP_DTYPES)
 DEFAULT_KEPT_QUERIES = 15
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 # --outputs: (INSTANCES_ON, SEMANTIC_ON) to set, None: the config's.
@@ -34,7 +36,13 @@ def argument_parser():
     p.add_argument("--task", choices=["inference", "training", "both"], default="both", help="what to time (both)")
     p.add_argument(
         "--compare-all-queries", action="store_true",
-        help="also run the same weights with MODEL.DETR.MASK_HEAD.ALL_QUERIES True and compare",
+        help="also run the same weights as the reference does (MODEL.DETR.MASK_HEAD.ALL_QUERIES True, and "
+        f"every optimization off: {' '.join(REFERENCE)}) and compare",
+    )
+    p.add_argument(
+        "--baseline", nargs=2, action="append", metavar=("KEY", "VALUE"),
+        help="instead, compare with the same weights and config but KEY VALUE (repeatable): an A/B of one switch, "
+        "e.g. --baseline MODEL.DETR.TEST.FOLD_BATCHNORM False",
     )
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call (%(default)s)")
     p.add_argument("--train-batch-size", type=int, default=2, help="images per training iteration (%(default)s)")
@@ -64,7 +72,8 @@ def argument_parser():
     )
     p.add_argument(
         "--amp", choices=AMP_CHOICES, default="none",
-        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training under torch.autocast (none)",
+        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training with Detectron2's AMPTrainer "
+        "(on the CPU: bfloat16 autocast around the trainer's forward) (none)",
     )
     p.add_argument(
         "--onnx", action="store_true",
@@ -102,6 +111,8 @@ def _check_args(args):
         raise SystemExit(f"--targets-per-image must be at least 1, got {args.targets_per_image}")
     if args.queries_above_floor is not None and args.kept_queries is not None and args.kept_queries < 0:
         raise SystemExit("--queries-above-floor rewrites the class head; it cannot go with --kept-queries -1")
+    if args.baseline and args.compare_all_queries:
+        raise SystemExit("--baseline replaces the reference of --compare-all-queries: give one of them")
 
 
 def enabled_outputs(cfg):
@@ -120,8 +131,7 @@ def run_benchmark(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_cfg(args.config_file, args.opts, device)
-    if args.amp != "none":
-        cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
+    cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
     if OUTPUTS[args.outputs] is not None:
         cfg.MODEL.DETR.TEST.INSTANCES_ON, cfg.MODEL.DETR.TEST.SEMANTIC_ON = OUTPUTS[args.outputs]
     kept_queries = _kept_queries(args, cfg)
@@ -129,13 +139,17 @@ def run_benchmark(args):
         kept_queries = DEFAULT_KEPT_QUERIES
     inference = args.task in ("inference", "both")
     training = args.task in ("training", "both")
-    modes = [False, True] if args.compare_all_queries else [bool(cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES)]
+    variants = {"ours": []}
+    if args.compare_all_queries:
+        variants["reference"] = REFERENCE
+    elif args.baseline:
+        variants["baseline"] = [x for pair in args.baseline for x in pair]
     height, width = args.size
     num_classes = cfg.MODEL.DETR.NUM_CLASSES
     infer_inputs = synthetic_batch(args.batch_size, height, width, num_classes, seed=args.seed)
     with tempfile.TemporaryDirectory() as workdir:
         models, info = build_models(
-            cfg, modes, kept_queries=kept_queries, calibration_inputs=infer_inputs,
+            cfg, variants, kept_queries=kept_queries, calibration_inputs=infer_inputs,
             workdir=workdir if training else None, seed=args.seed, above_floor=args.queries_above_floor,
         )
     common = {"warmup": args.warmup, "runs": args.runs, "device": device, "clock": CLOCKS[args.clock]}
@@ -156,21 +170,20 @@ def run_benchmark(args):
     report["notes"] = _notes(cfg, inference, report["environment"], args.clock)
     if inference:
         results = run_inference(models, infer_inputs, **common)
-        section = {"batch_size": args.batch_size, "modes": {mode_key(m): r for m, (r, _) in results.items()}}
+        section = {"batch_size": args.batch_size, "modes": {k: r for k, (r, _) in results.items()}}
         if len(models) == 2:
-            section["comparison"] = compare_outputs(results[False][1], results[True][1])
+            section["comparison"] = compare_outputs(*(outputs for _, outputs in results.values()))
         report["inference"] = _with_speedup(section)
     if inference and args.onnx:
-        report["onnxruntime"] = time_onnxruntime(cfg, models[modes[0]], infer_inputs, threads=args.threads, **common)
+        report["onnxruntime"] = time_onnxruntime(cfg, models["ours"], infer_inputs, threads=args.threads, **common)
     if training:
         train_inputs = synthetic_batch(
             args.train_batch_size, height, width, num_classes, args.targets_per_image, seed=args.seed + 1
         )
         section = {"batch_size": args.train_batch_size, "targets_per_image": args.targets_per_image, "modes": {}}
         if len(models) == 2:
-            section["comparison"] = compare_training(models[False], models[True], train_inputs, amp=args.amp, device=device)
-        reports = run_training(models, train_inputs, cfg, amp=args.amp, **common)
-        section["modes"] = {mode_key(m): r for m, r in reports.items()}
+            section["comparison"] = compare_training(*models.values(), train_inputs, amp=args.amp, device=device)
+        section["modes"] = run_training(models, train_inputs, cfg, amp=args.amp, **common)
         report["training"] = _with_speedup(section)
     return report
 
@@ -195,10 +208,10 @@ def _notes(cfg, inference, env, clock):
 
 
 def _with_speedup(section):
-    """Adds "speedup" (all-query median total / ours) when both modes ran."""
-    modes = section["modes"]
-    if len(modes) == 2:
-        section["speedup"] = modes["all_queries"]["total"]["median"] / modes["used_queries"]["total"]["median"]
+    """Adds "speedup" (the other model's median total / ours) when two models ran."""
+    ours, *others = section["modes"].values()
+    if others:
+        section["speedup"] = others[0]["total"]["median"] / ours["total"]["median"]
     return section
 
 

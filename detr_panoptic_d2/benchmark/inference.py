@@ -2,6 +2,7 @@
 import torch
 from detectron2.structures import Boxes, Instances
 
+from ..export.compare import panoptic_agreement
 from .measure import Contestant, measure
 
 
@@ -61,12 +62,16 @@ def _equal(a, b):
 def compare_outputs(outputs_a, outputs_b):
     """Whether two inference results are identical, per output kind ("panoptic_seg": maps pixel
     for pixel and segments_info entry for entry, scores included; "instances"; "sem_seg").
-    Returns {kind: bool, ..., "identical": all of them, "panoptic_pixels_differing": count}."""
+    Returns {kind: bool, ..., "identical": all of them} and, for panoptic outputs,
+    "panoptic_pixels_differing" (count), "panoptic_same_segments" (ids, classes and thing flags
+    in every image) and "panoptic_pixel_agreement" (the lowest fraction of equal pixels)."""
     kinds = sorted({k for o in outputs_a for k in o} | {k for o in outputs_b for k in o})
     result = {k: all(_equal(a.get(k), b.get(k)) for a, b in zip(outputs_a, outputs_b)) for k in kinds}
     result["identical"] = len(outputs_a) == len(outputs_b) and all(result.values())
     if "panoptic_seg" in kinds:
-        result["panoptic_pixels_differing"] = sum(
-            int((a["panoptic_seg"][0] != b["panoptic_seg"][0]).sum()) for a, b in zip(outputs_a, outputs_b)
-        )
+        pairs = [(a["panoptic_seg"], b["panoptic_seg"]) for a, b in zip(outputs_a, outputs_b)]
+        agreements = [panoptic_agreement(a, b) for a, b in pairs]
+        result["panoptic_pixels_differing"] = sum(int((a[0] != b[0]).sum()) for a, b in pairs)
+        result["panoptic_same_segments"] = all(x["same_segments"] for x in agreements)
+        result["panoptic_pixel_agreement"] = min(x["pixel_agreement"] for x in agreements)
     return result

@@ -1,24 +1,29 @@
-"""Config and models of a benchmark: one set of weights, in one or both mask-head modes."""
+"""Config and models of a benchmark: one set of weights, ours and a reference or baseline."""
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from ..config import add_detr_panoptic_config
+from ..checkpoint import DetrCheckpointer
+from ..engine.defaults import load_config
+from .mask_separation import separate_query_masks_
 from .synthetic import calibrate_kept_queries, spread_scores
+
+# The reference implementation's behaviour, as config overrides: the mask head on every
+# query, and every optimization of ours that changes how (not what) the model computes off.
+REFERENCE = [
+    "MODEL.DETR.MASK_HEAD.ALL_QUERIES", "True",
+    "MODEL.DETR.TEST.FOLD_BATCHNORM", "False",
+    "MODEL.DETR.CHANNELS_LAST", "False",
+    "MODEL.DETR.TEST.AMP_DTYPE", "none",
+]
 
 
 def load_cfg(config_file, opts, device):
     """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
-    cfg = get_cfg()
-    add_detr_panoptic_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    cfg.MODEL.DEVICE = device
+    cfg, _ = load_config(config_file, [*opts, "MODEL.DEVICE", device])
     return cfg
 
 
@@ -26,11 +31,14 @@ def _detector_state(state):
     return {k: v for k, v in state.items() if not k.startswith("mask_head.")}
 
 
-def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, workdir, seed=0, above_floor=None):
-    """Builds DetrPanoptic once per value of MODEL.DETR.MASK_HEAD.ALL_QUERIES in
-    ``all_queries_modes``, all with the same weights. Returns ({mode: model}, info dict).
+def build_models(cfg, variants, *, kept_queries, calibration_inputs, workdir, seed=0, above_floor=None):
+    """Builds DetrPanoptic once per entry of ``variants`` (name -> config overrides, KEY VALUE
+    ...), all with the same weights. Returns ({name: model}, info dict).
 
-    Weights: MODEL.WEIGHTS when set, else a random initialization seeded with ``seed``.
+    Weights: MODEL.WEIGHTS when set (DetrCheckpointer's safe loading; every weight must fit),
+    else a random initialization seeded with ``seed``; with several variants, random weights
+    get masks that differ between queries (mask_separation), so that output comparisons are
+    not decided by float rounding between near-equal masks.
     ``kept_queries`` (an int) rewrites the class head so that exactly that many queries of
     ``calibration_inputs`` pass the score threshold (synthetic.calibrate_kept_queries); None
     leaves it alone. With ``above_floor`` (an int) the class head is instead fitted so that
@@ -46,7 +54,7 @@ def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, wo
     torch.manual_seed(seed)
     model = build_model(first)
     if cfg.MODEL.WEIGHTS:
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        DetrCheckpointer(model).load_complete(cfg.MODEL.WEIGHTS)
     info = {"weights": cfg.MODEL.WEIGHTS or f"random initialization (seed {seed})", "kept_queries": kept_queries}
     if above_floor is not None:
         spread_scores(model, calibration_inputs, kept_queries, above_floor, seed)
@@ -54,6 +62,9 @@ def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, wo
     elif kept_queries is not None:
         scale, beta = calibrate_kept_queries(model, calibration_inputs, kept_queries)
         info["class_head_calibration"] = {"real_class_scale": scale, "no_object_logit": beta}
+    if len(variants) > 1 and not cfg.MODEL.WEIGHTS and model.mask_head is not None:
+        with torch.no_grad():
+            separate_query_masks_(model, [x["image"] for x in calibration_inputs[:1]])
     state = model.state_dict()
     if frozen and workdir is None:
         frozen = ""
@@ -62,11 +73,12 @@ def build_models(cfg, all_queries_modes, *, kept_queries, calibration_inputs, wo
         torch.save({"model": _detector_state(state)}, frozen)
     info["frozen_detector"] = bool(frozen)
     models = {}
-    for mode in all_queries_modes:
-        mode_cfg = cfg.clone()
-        mode_cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = mode
-        mode_cfg.MODEL.DETR.FROZEN_WEIGHTS = frozen
-        mode_cfg.MODEL.WEIGHTS = ""
-        models[mode] = build_model(mode_cfg)
-        models[mode].load_state_dict(state)
+    for name, overrides in variants.items():
+        variant_cfg = cfg.clone()
+        variant_cfg.merge_from_list(list(overrides))
+        variant_cfg.MODEL.DETR.FROZEN_WEIGHTS = frozen
+        variant_cfg.MODEL.WEIGHTS = ""
+        models[name] = build_model(variant_cfg)
+        models[name].load_state_dict(state)
+    info["variants"] = {name: list(overrides) for name, overrides in variants.items()}
     return models, info

@@ -4,19 +4,17 @@ import platform
 
 import torch
 from tabulate import tabulate
+from ..env import environment_report
 
-MODE_LABELS = {False: "used queries (ours)", True: "all queries (reference)"}
-
-
-def mode_key(all_queries):
-    """The JSON key of a mask-head mode."""
-    return "all_queries" if all_queries else "used_queries"
+LABELS = {"ours": "ours", "reference": "reference behaviour", "baseline": "baseline (--baseline)"}
 
 
 def environment(device):
-    """Where the benchmark ran: torch version, device name, CPU threads, and the load average
-    at the start (other jobs on the CPU)."""
+    """Where the benchmark ran: the package's environment report (``detr_panoptic_d2.env``, on
+    Detectron2's ``collect_env_info``), device, CPU name and threads, and the load average at
+    the start (other jobs on the CPU)."""
     env = {
+        "report": environment_report(),
         "torch": torch.__version__,
         "device": str(device),
         "cpu": _cpu_name(),
@@ -55,9 +53,9 @@ def task_table(task):
     keys = list(modes)
     compare = len(keys) == 2
     stage_names = list(dict.fromkeys(s for k in keys for s in modes[k]["stages"]))
-    headers = ["stage (ms: median [q1, q3])"] + [MODE_LABELS[modes[k]["all_queries"]] for k in keys]
+    headers = ["stage (ms: median [q1, q3])"] + [LABELS[k] for k in keys]
     if compare:
-        headers.append("all / ours")
+        headers.append(f"{keys[1]} / ours")
     zero = {"median": 0.0, "q1": 0.0, "q3": 0.0}
     rows = []
     for name in stage_names + ["total"]:
@@ -94,6 +92,7 @@ def format_report(report):
         f"MODEL.DETR.TEST.MASK_SCORE_FLOOR {report['mask_score_floor']:g}"
         + (f", {model['queries_above_floor']} queries above it" if model.get("queries_above_floor") is not None else ""),
     ]
+    lines += [f"{LABELS[k]}: ours with {' '.join(v) or '(nothing)'}" for k, v in model["variants"].items() if k != "ours"]
     lines += [f"NOTE: {note}" for note in report["notes"]]
     for task in ("inference", "training"):
         if task not in report:
@@ -105,20 +104,24 @@ def format_report(report):
             title += f", {section['targets_per_image']} targets/image, {frozen}"
         lines += ["", title, task_table(section)]
         kept = model["kept_queries"]
-        ours = section["modes"].get("used_queries")
-        if task == "inference" and kept is not None and ours and ours["mask_head_queries_per_image"] != kept:
+        ours = section["modes"]["ours"]
+        if task == "inference" and kept is not None and ours["mask_head_queries_per_image"] != kept:
             lines.append(
                 f"WARNING: {ours['mask_head_queries_per_image']:g} queries per image were kept, not {kept} "
                 "(mixed precision moves the class scores of the calibrated head)"
             )
         if "speedup" in section:
-            lines.append(f"{MODE_LABELS[True]} / {MODE_LABELS[False]}: x{section['speedup']:.2f} end to end")
+            lines.append(f"{LABELS[list(section['modes'])[1]]} / ours: x{section['speedup']:.2f} end to end")
         comparison = section.get("comparison")
         if comparison and task == "inference":
-            kinds = [k for k in comparison if k not in ("identical", "panoptic_pixels_differing")]
+            kinds = [k for k in comparison if k in ("panoptic_seg", "instances", "sem_seg")]
             verdicts = [f"{k} {'identical' if comparison[k] else 'DIFFERENT'}" for k in kinds]
             if comparison.get("panoptic_pixels_differing"):
-                verdicts.append(f"{comparison['panoptic_pixels_differing']} panoptic pixels differ")
+                verdicts.append(
+                    f"{comparison['panoptic_pixels_differing']} panoptic pixels differ (agreement "
+                    f"{100 * comparison['panoptic_pixel_agreement']:.3f}%, "
+                    f"{'same' if comparison['panoptic_same_segments'] else 'DIFFERENT'} segments)"
+                )
             floored = " (instances and semantic: by MASK_SCORE_FLOOR)" if {"instances", "sem_seg"} & set(kinds) else ""
             lines.append(f"outputs: {', '.join(verdicts)}{floored}")
         elif comparison:

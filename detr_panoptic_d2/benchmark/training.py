@@ -1,18 +1,22 @@
-"""Training benchmark: one DetrPanoptic training iteration, split into its stages."""
+"""Training benchmark: Detectron2's own training step on DetrPanoptic, split into its stages."""
+import itertools
+
 import torch
+from detectron2.engine import AMPTrainer, SimpleTrainer
+from detectron2.utils.events import EventStorage
+from torch import nn
 
 from ..engine.optimizer import build_optimizer
-from .amp import autocast, grad_scaler
 from .measure import Contestant, measure
 
 
-def training_points(model):
-    """(stage, module or (object, method)) pairs of a DetrPanoptic training forward.
+def training_points(model, optimizer):
+    """(stage, module or (object, method)) pairs of a DetrPanoptic training step.
 
     forward: image normalization, steps 1-5 (``detect``) and the mask head (``segment``);
     matching: the Hungarian matcher (every decoder layer's with deep supervision);
-    loss: target preparation and the class, box and mask losses. Backward and the optimizer
-    step are timed around them; what is left is "other"."""
+    loss: target preparation and the class, box and mask losses; backward: autograd;
+    optimizer: its step (gradient clipping included). The rest (zero_grad, metrics) is "other"."""
     return [
         ("forward", (model, "preprocess_image")),
         ("forward", (model, "detect")),
@@ -21,41 +25,56 @@ def training_points(model):
         ("loss", (model, "prepare_targets")),
         ("loss", (model.criterion, "layer_losses")),
         ("loss", (model.criterion, "mask_losses")),
+        ("backward", (torch.autograd, "backward")),
+        ("optimizer", (optimizer, "step")),
     ]
 
 
-def _training_step(model, inputs, optimizer, scaler, amp, device):
-    """One training iteration as Detectron2's trainers do it: forward and losses under
-    autocast, backward (through the GradScaler for fp16), optimizer step."""
+def autocast(device, amp):
+    """torch.autocast on ``device``'s type with the dtype named by ``amp`` (off for "none")."""
+    dtype = getattr(torch, amp) if amp != "none" else None
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
 
-    def step(timer):
-        with autocast(device, amp):
-            losses = model(inputs)
-        loss = sum(losses.values())
-        with timer.stage("backward"):
-            (scaler.scale(loss) if scaler else loss).backward()
-        with timer.stage("optimizer"):
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
 
-    return step
+class _Autocast(nn.Module):
+    """The model's forward under torch.autocast: AMPTrainer's mixed precision on the CPU,
+    where AMPTrainer itself requires CUDA (bfloat16 needs no GradScaler)."""
+
+    def __init__(self, model, device, amp):
+        super().__init__()
+        self.model, self.device, self.amp = model, device, amp
+
+    def forward(self, batched_inputs):
+        with autocast(self.device, self.amp):
+            return self.model(batched_inputs)
+
+
+def build_trainer(model, inputs, optimizer, *, amp, device):
+    """Detectron2's trainer for ``model`` on ``inputs`` again and again: SimpleTrainer, or
+    with ``amp`` AMPTrainer on CUDA and SimpleTrainer under autocast (bfloat16) on the CPU."""
+    loader = itertools.repeat(inputs)
+    if amp == "none":
+        return SimpleTrainer(model, loader, optimizer)
+    if torch.device(device).type == "cuda":
+        return AMPTrainer(model, loader, optimizer, precision=getattr(torch, amp))
+    if amp == "float16":
+        raise SystemExit("--amp float16 training needs CUDA (AMPTrainer's GradScaler); use --amp bfloat16 on the CPU")
+    return SimpleTrainer(_Autocast(model, device, amp), loader, optimizer)
 
 
 def run_training(models, inputs, cfg, *, warmup, runs, amp, device, clock=None):
-    """Times training iterations on ``inputs`` for each of ``models`` (key -> DetrPanoptic,
-    each with its own optimizer, the trainer's build_optimizer: AdamW, backbone multiplier, full-model clipping), the models taking turns; their weights
-    change. Returns {key: measure.measure's report}; its "mask_head_queries_per_image" is
-    the number of matched queries."""
+    """Times Detectron2 training steps (``build_trainer``) on ``inputs`` for each of ``models``
+    (key -> DetrPanoptic, each with the trainer's build_optimizer: AdamW, backbone multiplier,
+    full-model clipping), the models taking turns; their weights change. Returns {key:
+    measure.measure's report}; its "mask_head_queries_per_image" is the number of matched queries."""
     contestants = {}
     for key, model in models.items():
         model.train()
-        step = _training_step(model, inputs, build_optimizer(cfg, model), grad_scaler(device, amp), amp, device)
-        contestants[key] = Contestant(model, training_points(model), step, len(inputs))
-    results = measure(contestants, warmup=warmup, runs=runs, device=device, clock=clock)
+        optimizer = build_optimizer(cfg, model)
+        trainer = build_trainer(model, inputs, optimizer, amp=amp, device=device)
+        contestants[key] = Contestant(model, training_points(model, optimizer), lambda _, t=trainer: t.run_step(), len(inputs))
+    with EventStorage():
+        results = measure(contestants, warmup=warmup, runs=runs, device=device, clock=clock)
     return {key: report for key, (report, _) in results.items()}
 
 

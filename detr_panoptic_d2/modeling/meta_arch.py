@@ -35,6 +35,7 @@ from ..config import AMP_DTYPES
 from ..data.metadata import dataset_to_contiguous, thing_contiguous_ids
 from . import postprocessing
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
+from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
 from .detector_weights import drop_unused_group_queries, load_detector_state
 from .mask_head import build_mask_head
@@ -129,6 +130,7 @@ class DetrPanoptic(nn.Module):
         mask_score_floor=0.0,
         amp_dtype="none",
         cpu_training_amp=False,
+        fold_batchnorm=False,
     ):
         """
         Args:
@@ -165,6 +167,8 @@ class DetrPanoptic(nn.Module):
             detections_per_image: most instances per image (TEST.DETECTIONS_PER_IMAGE).
             cpu_training_amp: on the CPU, train under bfloat16 autocast (SOLVER.AMP.ENABLED;
                 see ``training_autocast``).
+            fold_batchnorm: at inference, run the backbone with its frozen BatchNorm folded into
+                the convolutions (MODEL.DETR.TEST.FOLD_BATCHNORM; modeling/batchnorm_folding.py).
         """
         super().__init__()
         if criterion.num_classes != num_classes:
@@ -244,6 +248,7 @@ class DetrPanoptic(nn.Module):
             )
         self.amp_dtype = AMP_DTYPES[amp_dtype]
         self.cpu_training_amp = cpu_training_amp
+        self.fold_batchnorm = fold_batchnorm
         self.frozen_detector = bool(frozen_weights)
         if self.frozen_detector:
             self.freeze_detector(frozen_weights)
@@ -303,6 +308,7 @@ class DetrPanoptic(nn.Module):
             "mask_score_floor": d.TEST.MASK_SCORE_FLOOR,
             "amp_dtype": d.TEST.AMP_DTYPE,
             "cpu_training_amp": cfg.SOLVER.AMP.ENABLED,
+            "fold_batchnorm": d.TEST.FOLD_BATCHNORM,
         }
 
     @property
@@ -354,7 +360,8 @@ class DetrPanoptic(nn.Module):
         inference)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(images)
+        with folded_batchnorm(self.backbone, self.fold_batchnorm):  # inference only, see its module
+            features = self.backbone(images)
         x = features[self.in_feature]
         if padding_mask is None:
             memory_mask = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool, device=x.device)
