@@ -4,6 +4,7 @@ import platform
 
 import torch
 from tabulate import tabulate
+
 from ..env import environment_report
 
 LABELS = {"ours": "ours", "reference": "reference behaviour", "baseline": "baseline (--baseline)"}
