@@ -223,7 +223,7 @@ def test_reference_and_baseline_models_share_weights_and_differ_by_their_overrid
     inputs = synthetic_batch(1, 64, 96, 133)
     models, info = build_models(cfg, variants, kept_queries=3, calibration_inputs=inputs, workdir=None)
     assert info["variants"] == variants
-    switches = {k: (m.all_queries, m.fold_batchnorm, m.backbone.channels_last) for k, m in models.items()}
+    switches = {k: (m.all_queries, m.fold_batchnorm, m.channels_last) for k, m in models.items()}
     assert switches == {"ours": (False, True, True), "reference": (True, False, False), "baseline": (False, False, True)}
     state = models["ours"].state_dict()
     for model in models.values():

@@ -65,7 +65,8 @@ def test_steps_are_the_forward_pass_values(model):
         expected = all_masks[i * n + torch.tensor(kept)][:, : -(-h // 4), : -(-w // 4)]
         assert torch.allclose(s.mask_logits, expected, atol=1e-5)
         merged = postprocessing.panoptic_merge(
-            s.mask_logits, s.scores, s.classes, model.is_thing, s.image_size, s.output_size, model.small_segment_area
+            s.mask_logits, s.scores, s.classes, model.is_thing, s.image_size, s.output_size, model.small_segment_area,
+            s.mask_stride,
         )
         panoptic, segments = result["panoptic_seg"]
         assert s.output_size == tuple(panoptic.shape) == ((128, 192) if i == 0 else (40, 28))

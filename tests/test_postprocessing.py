@@ -189,7 +189,8 @@ def test_semantic_scores_by_hand_per_class_sum_then_bilinear_resize():
 class _PaddingNoiseMaskHead(torch.nn.Module):
     """A stand-in mask head (stride 4): on the grid of the padded batch at stride 4 (given as
     ``memory``'s size), query q's logits are ``cells[q]`` at the top left, and random values
-    of +-50 everywhere else (the padding)."""
+    of +-50 everywhere else (the padding). Returns (mask logits, no attention maps), as the
+    registry's contract says."""
 
     stride = 4
 
@@ -201,7 +202,7 @@ class _PaddingNoiseMaskHead(torch.nn.Module):
         out = 50 * torch.randn(len(queries), *memory.shape[-2:]).sign()
         h, w = self.cells.shape[-2:]
         out[:, :h, :w] = self.cells[queries[:, 0].long()]
-        return out
+        return out, None
 
 
 def test_outputs_of_an_image_alone_equal_those_in_a_padded_batch():

@@ -51,4 +51,5 @@ model = L(DetrPanoptic)(
     mask_score_floor=0.05,
     amp_dtype="none",
     cpu_training_amp="${train.amp.enabled}",  # on the CPU, train.amp means bfloat16 autocast
+    fold_batchnorm=True,  # frozen BatchNorm folded into the backbone's convs at inference
 )
