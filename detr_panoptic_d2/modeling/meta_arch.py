@@ -367,12 +367,12 @@ class DetrPanoptic(nn.Module):
             memory_mask = torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.bool, device=x.device)
         else:
             memory_mask = downsample_mask(padding_mask, x.shape[-2:])
-        pos = self.position_encoding(memory_mask).to(x.dtype)
+        pos = self.position_encoding(memory_mask)  # float32; under autocast, ops cast it as they need
         projected = self.input_proj(x)
         queries = self.object_queries()
         groups = len(queries) // self.query_embed.num_embeddings
         with float32_on_cpu(projected):
-            box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos.float(), groups)
+            box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups)
             logits = self.class_embed(box_embeddings)
             boxes = self.bbox_embed(box_embeddings).sigmoid()
         return DetrOutputs(
