@@ -32,7 +32,8 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from ..config import AMP_DTYPES
-from ..data.metadata import dataset_to_contiguous, thing_contiguous_ids
+from ..data.metadata import THING_MAP, dataset_to_contiguous
+from ..data.panoptic_dataset import thing_class_ids
 from . import postprocessing
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
@@ -67,23 +68,19 @@ def _thing_ids(cfg):
     if not names:
         return None
     meta = MetadataCatalog.get(names[0])
-    if not hasattr(meta, "thing_dataset_id_to_contiguous_id"):
-        if names[0] not in DatasetCatalog.list():
-            raise KeyError(
-                f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered "
-                f"panoptic datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
-            )
-        raise ValueError(
-            f"Dataset {names[0]!r} has no thing_dataset_id_to_contiguous_id metadata; DetrPanoptic needs "
-            "it to tell things from stuff (register the dataset with register_coco_panoptic)"
+    if not hasattr(meta, THING_MAP) and names[0] not in DatasetCatalog.list():
+        raise KeyError(
+            f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered "
+            f"panoptic datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
         )
+    things = thing_class_ids(names[0])  # ValueError when the metadata has no thing table
     ids = dataset_to_contiguous(meta).values()
     if ids and max(ids) >= cfg.MODEL.DETR.NUM_CLASSES:
         raise ValueError(
             f"Dataset {names[0]!r} has contiguous class ids up to {max(ids)}, but "
             f"MODEL.DETR.NUM_CLASSES={cfg.MODEL.DETR.NUM_CLASSES}; set it to {max(ids) + 1}"
         )
-    return thing_contiguous_ids(meta)
+    return things
 
 
 def float32_on_cpu(x):
