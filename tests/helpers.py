@@ -56,7 +56,8 @@ def keep_queries_(model, inputs=None, k=None):
     """Rewrites the class head of a random DetrPanoptic (in place) so that it keeps queries.
 
     With ``inputs`` and ``k``: exactly k queries of each input pass
-    MODEL.DETR.TEST.OBJECT_SCORE_THRESH (the benchmark's ``calibrate_kept_queries``). Without:
+    MODEL.DETR.TEST.OBJECT_SCORE_THRESH and the others say "no object" (the benchmark's
+    ``calibrate_kept_queries``). Without:
     on any image every query predicts a real class, "no object" getting the logit -10 (weights
     0, bias -10; a random head's logits are of order 1), so all queries are kept at threshold
     0; the real classes' logits are unchanged."""

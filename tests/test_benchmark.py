@@ -124,22 +124,25 @@ def test_cpu_clock_is_refused_for_a_gpu():
         main(["--config-file", "configs/coco/detr_R50_panoptic.yaml", "--device", "cuda", "--clock", "cpu"])
 
 
-@pytest.mark.parametrize("k", [0, 1, 4, 10])
-def test_calibration_keeps_exactly_k_queries_per_image(k):
+@pytest.mark.parametrize("kept, above_floor", [(0, None), (1, None), (4, None), (10, None), (2, 7)])
+def test_calibration_keeps_exactly_k_queries_and_m_above_the_floor(kept, above_floor):
     torch.manual_seed(0)
-    model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")).eval()
+    cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
+    model = build_model(cfg).eval()
     batch = synthetic_batch(2, 64, 80, 133)
-    calibrate_kept_queries(model, batch, k)
-    rows = []
-    model.mask_head.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    calibrate_kept_queries(model, batch, kept, above_floor)
     with torch.no_grad():
-        model(batch)
-    assert rows == [2 * k]
+        images, padding_mask = model.preprocess_image(batch)
+        logits = model.detect(images.tensor, padding_mask).logits[-1]
+    scores = logits.softmax(-1)[..., :-1].max(-1).values  # B x N, each query's best real class
+    threshold, floor = model.object_score_thresh, cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR
+    assert ((scores > threshold).sum(-1) == kept).all()
+    assert ((scores >= floor).sum(-1) == (kept if above_floor is None else above_floor)).all()
 
 
 def test_calibration_refuses_more_queries_than_the_model_has():
     model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic"))
-    with pytest.raises(ValueError, match="--kept-queries 11.*NUM_OBJECT_QUERIES=10"):
+    with pytest.raises(ValueError, match=r"--kept-queries \(11\).*NUM_OBJECT_QUERIES=10"):
         calibrate_kept_queries(model, synthetic_batch(1, 64, 64, 133), 11)
 
 
@@ -237,9 +240,23 @@ def test_training_runs_detectron2s_trainer_step():
 
     model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    plain = build_trainer(model, [], optimizer, amp="none", device="cpu")
-    assert type(plain) is SimpleTrainer and plain.model is model
-    mixed = build_trainer(model, [], optimizer, amp="bfloat16", device="cpu")
-    assert type(mixed) is SimpleTrainer and mixed.model.model is model and mixed.model.amp == "bfloat16"
+    for amp in ("none", "bfloat16"):  # on the CPU the model autocasts itself
+        trainer = build_trainer(model, [], optimizer, amp=amp, device="cpu")
+        assert type(trainer) is SimpleTrainer and trainer.model is model
+
+
+def test_cpu_bfloat16_training_builds_the_model_with_its_own_autocast(monkeypatch):
+    from detr_panoptic_d2.benchmark import training
+
+    seen = []
+    build_trainer = training.build_trainer
+    monkeypatch.setattr(training, "build_trainer", lambda model, *a, **k: seen.append(model.cpu_training_amp) or build_trainer(model, *a, **k))
+    def run(amp):
+        main(["--config-file", "configs/coco/detr_R50_panoptic.yaml", "--size", "64", "96", "--task", "training",
+              "--amp", amp, "--warmup", "0", "--runs", "1", "--device", "cpu", *TINY_OPTS, "MODEL.DETR.FROZEN_WEIGHTS", ""])
+
+    run("bfloat16")
+    run("none")
+    assert seen == [True, False]
     with pytest.raises(SystemExit, match="float16 training needs CUDA"):
-        build_trainer(model, [], optimizer, amp="float16", device="cpu")
+        run("float16")

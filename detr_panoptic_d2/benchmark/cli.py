@@ -50,16 +50,15 @@ def argument_parser():
     p.add_argument("--runs", type=int, default=3, help="timed calls (%(default)s)")
     p.add_argument(
         "--kept-queries", type=int, default=None,
-        help="rewrite the class head so that exactly this many queries per image pass "
-        f"MODEL.DETR.TEST.OBJECT_SCORE_THRESH ({DEFAULT_KEPT_QUERIES} for random weights; with MODEL.WEIGHTS "
-        "the model's own scores unless given; -1: never rewrite)",
+        help="inference: rewrite the class head so that exactly this many queries per image pass "
+        f"MODEL.DETR.TEST.OBJECT_SCORE_THRESH and the others say 'no object', as with trained weights "
+        f"({DEFAULT_KEPT_QUERIES} for random weights; with MODEL.WEIGHTS the model's own scores unless given; "
+        "-1: never rewrite)",
     )
     p.add_argument(
         "--queries-above-floor", type=int, default=None, metavar="M",
-        help="fit the class head instead so that --kept-queries queries are kept, M queries per image reach "
-        "MODEL.DETR.TEST.MASK_SCORE_FLOOR (the instance and semantic outputs' masks) and the others predict "
-        "'no object', as with trained weights (default: the --kept-queries calibration, where every other "
-        "query scores just below the threshold)",
+        help="with --kept-queries: M of the queries (kept ones included; default: the kept ones) reach "
+        "MODEL.DETR.TEST.MASK_SCORE_FLOOR, the mask score of the instance and semantic outputs",
     )
     p.add_argument(
         "--outputs", choices=sorted(OUTPUTS), default="config",
@@ -72,8 +71,8 @@ def argument_parser():
     )
     p.add_argument(
         "--amp", choices=AMP_CHOICES, default="none",
-        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training with Detectron2's AMPTrainer "
-        "(on the CPU: bfloat16 autocast around the trainer's forward) (none)",
+        help="mixed precision: inference with MODEL.DETR.TEST.AMP_DTYPE, training with SOLVER.AMP.ENABLED "
+        "(Detectron2's AMPTrainer on a GPU; on the CPU, bfloat16 only, the model's own autocast) (none)",
     )
     p.add_argument(
         "--onnx", action="store_true",
@@ -94,8 +93,11 @@ def argument_parser():
 
 
 def _kept_queries(args, cfg):
+    """The number of kept queries to calibrate the class head for; None: leave it alone."""
+    if args.task == "training":  # the matcher, not the scores, chooses the queries trained
+        return None
     if args.kept_queries is None:
-        return None if cfg.MODEL.WEIGHTS else DEFAULT_KEPT_QUERIES
+        return None if cfg.MODEL.WEIGHTS and args.queries_above_floor is None else DEFAULT_KEPT_QUERIES
     return None if args.kept_queries < 0 else args.kept_queries
 
 
@@ -134,9 +136,10 @@ def run_benchmark(args):
     cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
     if OUTPUTS[args.outputs] is not None:
         cfg.MODEL.DETR.TEST.INSTANCES_ON, cfg.MODEL.DETR.TEST.SEMANTIC_ON = OUTPUTS[args.outputs]
+    if args.amp == "float16" and args.task != "inference" and torch.device(device).type == "cpu":
+        raise SystemExit("--amp float16 training needs CUDA (AMPTrainer's GradScaler); use --amp bfloat16 on the CPU")
+    cfg.SOLVER.AMP.ENABLED = args.amp != "none"
     kept_queries = _kept_queries(args, cfg)
-    if args.queries_above_floor is not None and kept_queries is None:
-        kept_queries = DEFAULT_KEPT_QUERIES
     inference = args.task in ("inference", "both")
     training = args.task in ("training", "both")
     variants = {"ours": []}

@@ -7,7 +7,7 @@ from detectron2.modeling import build_model
 from ..checkpoint import DetrCheckpointer
 from ..engine.defaults import load_config
 from .mask_separation import separate_query_masks_
-from .synthetic import calibrate_kept_queries, spread_scores
+from .synthetic import calibrate_kept_queries
 
 # The reference implementation's behaviour, as config overrides: the mask head on every
 # query, and every optimization of ours that changes how (not what) the model computes off.
@@ -40,10 +40,9 @@ def build_models(cfg, variants, *, kept_queries, calibration_inputs, workdir, se
     get masks that differ between queries (mask_separation), so that output comparisons are
     not decided by float rounding between near-equal masks.
     ``kept_queries`` (an int) rewrites the class head so that exactly that many queries of
-    ``calibration_inputs`` pass the score threshold (synthetic.calibrate_kept_queries); None
-    leaves it alone. With ``above_floor`` (an int) the class head is instead fitted so that
-    ``kept_queries`` queries are kept, ``above_floor`` reach MODEL.DETR.TEST.MASK_SCORE_FLOOR
-    and the others predict "no object" (synthetic.spread_scores). When MODEL.DETR.FROZEN_WEIGHTS is set, the detector is frozen as in stage
+    ``calibration_inputs`` pass the score threshold, and ``above_floor`` (default: the same
+    number) reach MODEL.DETR.TEST.MASK_SCORE_FLOOR (synthetic.calibrate_kept_queries); None
+    leaves it alone. When MODEL.DETR.FROZEN_WEIGHTS is set, the detector is frozen as in stage
     2 of training: an existing file is loaded as usual, and a missing one is replaced by a
     checkpoint of the benchmark's own detector weights written to ``workdir`` (None: nothing is
     frozen, which only matters to training).
@@ -56,12 +55,9 @@ def build_models(cfg, variants, *, kept_queries, calibration_inputs, workdir, se
     if cfg.MODEL.WEIGHTS:
         DetrCheckpointer(model).load_complete(cfg.MODEL.WEIGHTS)
     info = {"weights": cfg.MODEL.WEIGHTS or f"random initialization (seed {seed})", "kept_queries": kept_queries}
-    if above_floor is not None:
-        spread_scores(model, calibration_inputs, kept_queries, above_floor, seed)
-        info["queries_above_floor"] = above_floor
-    elif kept_queries is not None:
-        scale, beta = calibrate_kept_queries(model, calibration_inputs, kept_queries)
-        info["class_head_calibration"] = {"real_class_scale": scale, "no_object_logit": beta}
+    if kept_queries is not None:
+        calibrate_kept_queries(model, calibration_inputs, kept_queries, above_floor, seed)
+        info["queries_above_floor"] = kept_queries if above_floor is None else above_floor
     if len(variants) > 1 and not cfg.MODEL.WEIGHTS and model.mask_head is not None:
         with torch.no_grad():
             separate_query_masks_(model, [x["image"] for x in calibration_inputs[:1]])

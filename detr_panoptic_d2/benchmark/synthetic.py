@@ -2,13 +2,11 @@
 
 Timing the panoptic path needs realistic work: with random weights no query reaches the
 0.85 score threshold, so ``calibrate_kept_queries`` rewrites the class head so that exactly
-K queries pass (the others then score just below the threshold); ``spread_scores`` also
-sets how many queries reach MODEL.DETR.TEST.MASK_SCORE_FLOOR (instance and semantic outputs)
-and gives the rest "no object", as a trained model does; training needs targets, so ``synthetic_batch`` partitions every image into
-segments (COCO panoptic averages about 11 segments per image).
+K queries pass, M >= K reach MODEL.DETR.TEST.MASK_SCORE_FLOOR (instance and semantic outputs)
+and the rest say "no object", as with a trained model; training needs targets, so
+``synthetic_batch`` partitions every image into segments (COCO panoptic averages about 11
+segments per image).
 """
-import math
-
 import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 
@@ -52,67 +50,6 @@ def synthetic_batch(batch_size, height, width, num_classes, targets_per_image=0,
     return batch
 
 
-def pass_limits(logits, threshold):
-    """Per query, the no-object logit below which the query passes ``threshold`` when the
-    no-object logit is the same constant for all queries; -inf when it never passes.
-
-    logits: N x K logits of the real classes. A query passes when
-    exp(z_top) / (sum_k exp(z_k) + exp(beta)) > threshold, i.e. beta < log(exp(z_top)/threshold - sum_k exp(z_k)).
-    """
-    top = logits.max(-1).values
-    gap = 1.0 / threshold - torch.exp(logits.logsumexp(-1) - top)
-    limits = torch.full_like(top, -math.inf)
-    ok = gap > 0
-    limits[ok] = top[ok] + gap[ok].log()
-    return limits
-
-
-@torch.no_grad()
-def calibrate_kept_queries(model, batched_inputs, k, max_doublings=20):
-    """Rewrites ``model.class_embed`` (in place) so that exactly k queries of each image of
-    ``batched_inputs`` pass MODEL.DETR.TEST.OBJECT_SCORE_THRESH. Meant for randomly initialized
-    models: box embeddings, boxes and masks are unchanged, only class scores are.
-
-    The real-class rows of the head are scaled by s (doubling s until at least k queries
-    would be confident), and the no-object row becomes a constant logit beta chosen between
-    the k-th and (k+1)-th queries' pass limits (see ``pass_limits``). Returns (s, beta).
-    """
-    model.eval()
-    images, padding_mask = model.preprocess_image(batched_inputs)
-    with model.inference_autocast():
-        embeddings = model.detect(images.tensor, padding_mask).box_embeddings[-1].double()  # B x N x d
-    n = embeddings.shape[1]
-    if not 0 <= k <= n:
-        raise ValueError(f"--kept-queries {k} must be between 0 and MODEL.DETR.NUM_OBJECT_QUERIES={n}")
-    head = model.class_embed
-    real = embeddings @ head.weight[:-1].double().T + head.bias[:-1].double()  # B x N x K
-    thresh = model.object_score_thresh
-    for doubling in range(max_doublings + 1):
-        scale = 2.0**doubling
-        limits = pass_limits(real * scale, thresh).sort(-1, descending=True).values  # B x N
-        if k == 0 or bool((limits[:, k - 1] > -math.inf).all()):
-            break
-    else:
-        raise RuntimeError(f"could not make {k} queries pass the score threshold {thresh}")
-    fail_above = limits[:, k].max().item() if k < n else -math.inf  # the (k+1)-th query must fail
-    pass_below = limits[:, k - 1].min().item() if k else math.inf  # the k-th query must pass
-    if not pass_below > fail_above:
-        raise RuntimeError(
-            f"the images of the batch disagree on the {k} best queries; use --batch-size 1 or another --seed"
-        )
-    if math.isfinite(fail_above) and math.isfinite(pass_below):
-        beta = 0.5 * (fail_above + pass_below)
-    elif math.isfinite(fail_above) or math.isfinite(pass_below):
-        beta = fail_above + 1.0 if math.isfinite(fail_above) else pass_below - 1.0
-    else:
-        beta = 0.0
-    head.weight[:-1] *= scale
-    head.bias[:-1] *= scale
-    head.weight[-1] = 0.0
-    head.bias[-1] = beta
-    return scale, beta
-
-
 @torch.no_grad()
 def fit_class_head(model, batched_inputs, target):
     """Rewrites ``model.class_embed`` (in place) so that it gives the logits ``target``
@@ -127,22 +64,24 @@ def fit_class_head(model, batched_inputs, target):
     model.class_embed.bias.copy_(solution[-1])
 
 
-# Target logits of spread_scores: (real class, no object) for kept, uncertain and empty queries.
+# Target logits (real class, "no object") of calibrate_kept_queries' kept, uncertain and empty queries.
 _KEPT, _UNCERTAIN, _EMPTY = (10.0, 0.0), (5.0, 6.0), (0.0, 10.0)
 
 
-def spread_scores(model, batched_inputs, kept, above_floor, seed=0):
-    """Rewrites the class head so that in each image of ``batched_inputs`` (all the same
-    picture, see synthetic_batch) the first ``kept`` queries predict a random class with
-    logit 10 (probability 0.99 with COCO's 133 classes: kept by the 0.85 threshold), the next
-    ``above_floor - kept`` with logit 5 against 6 for "no object" (probability 0.22: detections
-    and semantic contributors above any MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2), and the
-    others "no object" with logit 10 (every real class below 1e-4)."""
+def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None, seed=0):
+    """Rewrites the class head of a random DetrPanoptic (in place, with ``fit_class_head``) so
+    that in each image of ``batched_inputs`` (one picture, or as many as ``fit_class_head`` fits
+    exactly) the first ``kept`` queries predict a random class with logit 10 (probability 0.99
+    with COCO's 133 classes: kept by the 0.85 threshold), the next ``above_floor - kept`` (none by
+    default) logit 5 against 6 for "no object" (probability 0.22: instance and semantic
+    contributors above any MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2, not kept), and the others
+    "no object" with logit 10 (every real class below 1e-4), as a trained model scores them."""
     n = model.query_embed.weight.shape[0]
+    above_floor = kept if above_floor is None else above_floor
     if not 0 <= kept <= above_floor <= n:
         raise ValueError(
             f"need 0 <= --kept-queries ({kept}) <= --queries-above-floor ({above_floor}) <= "
-            f"MODEL.DETR.NUM_OBJECT_QUERIES ({n})"
+            f"MODEL.DETR.NUM_OBJECT_QUERIES={n}"
         )
     g = torch.Generator().manual_seed(seed)
     classes = torch.randint(0, model.num_classes, (n,), generator=g)

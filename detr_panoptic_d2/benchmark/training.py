@@ -1,10 +1,10 @@
 """Training benchmark: Detectron2's own training step on DetrPanoptic, split into its stages."""
+import contextlib
 import itertools
 
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.events import EventStorage
-from torch import nn
 
 from ..engine.optimizer import build_optimizer
 from .measure import Contestant, measure
@@ -30,36 +30,14 @@ def training_points(model, optimizer):
     ]
 
 
-def autocast(device, amp):
-    """torch.autocast on ``device``'s type with the dtype named by ``amp`` (off for "none")."""
-    dtype = getattr(torch, amp) if amp != "none" else None
-    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)
-
-
-class _Autocast(nn.Module):
-    """The model's forward under torch.autocast: AMPTrainer's mixed precision on the CPU,
-    where AMPTrainer itself requires CUDA (bfloat16 needs no GradScaler)."""
-
-    def __init__(self, model, device, amp):
-        super().__init__()
-        self.model, self.device, self.amp = model, device, amp
-
-    def forward(self, batched_inputs):
-        with autocast(self.device, self.amp):
-            return self.model(batched_inputs)
-
-
 def build_trainer(model, inputs, optimizer, *, amp, device):
-    """Detectron2's trainer for ``model`` on ``inputs`` again and again: SimpleTrainer, or
-    with ``amp`` AMPTrainer on CUDA and SimpleTrainer under autocast (bfloat16) on the CPU."""
+    """Detectron2's trainer for ``model`` on ``inputs`` again and again, as DetrTrainer picks
+    it: AMPTrainer with ``amp`` on a GPU, else SimpleTrainer (on the CPU, a model built with
+    SOLVER.AMP.ENABLED autocasts to bfloat16 itself: DetrPanoptic.training_autocast)."""
     loader = itertools.repeat(inputs)
-    if amp == "none":
-        return SimpleTrainer(model, loader, optimizer)
-    if torch.device(device).type == "cuda":
+    if amp != "none" and torch.device(device).type == "cuda":
         return AMPTrainer(model, loader, optimizer, precision=getattr(torch, amp))
-    if amp == "float16":
-        raise SystemExit("--amp float16 training needs CUDA (AMPTrainer's GradScaler); use --amp bfloat16 on the CPU")
-    return SimpleTrainer(_Autocast(model, device, amp), loader, optimizer)
+    return SimpleTrainer(model, loader, optimizer)
 
 
 def run_training(models, inputs, cfg, *, warmup, runs, amp, device, clock=None):
@@ -84,7 +62,8 @@ def losses_and_grads(model, inputs, *, amp, device, seed=0):
     model.train()
     model.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    with autocast(device, amp):
+    cuda_amp = amp != "none" and torch.device(device).type == "cuda"  # the CPU: see build_trainer
+    with torch.autocast("cuda", dtype=getattr(torch, amp)) if cuda_amp else contextlib.nullcontext():
         losses = model(inputs)
     sum(losses.values()).backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
