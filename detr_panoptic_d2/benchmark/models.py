@@ -56,7 +56,7 @@ def build_models(cfg, variants, *, kept_queries, calibration_inputs, workdir, se
         DetrCheckpointer(model).load_complete(cfg.MODEL.WEIGHTS)
     info = {"weights": cfg.MODEL.WEIGHTS or f"random initialization (seed {seed})", "kept_queries": kept_queries}
     if kept_queries is not None:
-        calibrate_kept_queries(model, calibration_inputs, kept_queries, above_floor, seed)
+        calibrate_kept_queries(model, calibration_inputs, kept_queries, above_floor)
         info["queries_above_floor"] = kept_queries if above_floor is None else above_floor
     if len(variants) > 1 and not cfg.MODEL.WEIGHTS and model.mask_head is not None:
         with torch.no_grad():

@@ -68,14 +68,16 @@ def fit_class_head(model, batched_inputs, target):
 _KEPT, _UNCERTAIN, _EMPTY = (10.0, 0.0), (5.0, 6.0), (0.0, 10.0)
 
 
-def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None, seed=0):
+@torch.no_grad()
+def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None):
     """Rewrites the class head of a random DetrPanoptic (in place, with ``fit_class_head``) so
     that in each image of ``batched_inputs`` (one picture, or as many as ``fit_class_head`` fits
-    exactly) the first ``kept`` queries predict a random class with logit 10 (probability 0.99
-    with COCO's 133 classes: kept by the 0.85 threshold), the next ``above_floor - kept`` (none by
-    default) logit 5 against 6 for "no object" (probability 0.22: instance and semantic
-    contributors above any MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2, not kept), and the others
-    "no object" with logit 10 (every real class below 1e-4), as a trained model scores them."""
+    exactly) the ``kept`` queries the model is most sure of (on the first image) predict their
+    most likely real class with logit 10 (probability 0.99 with COCO's 133 classes: kept by the
+    0.85 threshold), the next ``above_floor - kept`` (none by default) logit 5 against 6 for
+    "no object" (probability 0.22: instance and semantic contributors above any
+    MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2, not kept), and the others "no object" with
+    logit 10 (every real class below 1e-4), as a trained model scores them."""
     n = model.query_embed.weight.shape[0]
     above_floor = kept if above_floor is None else above_floor
     if not 0 <= kept <= above_floor <= n:
@@ -83,11 +85,13 @@ def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None, seed=0
             f"need 0 <= --kept-queries ({kept}) <= --queries-above-floor ({above_floor}) <= "
             f"MODEL.DETR.NUM_OBJECT_QUERIES={n}"
         )
-    g = torch.Generator().manual_seed(seed)
-    classes = torch.randint(0, model.num_classes, (n,), generator=g)
+    model.eval()
+    images, padding_mask = model.preprocess_image(batched_inputs[:1])
+    scores, classes = model.detect(images.tensor, padding_mask).logits[-1, 0, :, :-1].softmax(-1).max(-1)
+    order = scores.argsort(descending=True).cpu()  # the model's most confident queries first
     target = torch.zeros(n, model.num_classes + 1)
-    groups = (slice(0, kept), slice(kept, above_floor), slice(above_floor, n))
+    groups = (order[:kept], order[kept:above_floor], order[above_floor:])
     for rows, (real, empty) in zip(groups, (_KEPT, _UNCERTAIN, _EMPTY)):
-        target[torch.arange(n)[rows], classes[rows]] = real
+        target[rows, classes.cpu()[rows]] = real
         target[rows, -1] = empty
     fit_class_head(model, batched_inputs, target.expand(len(batched_inputs), n, -1))

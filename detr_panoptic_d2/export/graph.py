@@ -23,8 +23,9 @@ class PanopticGraph(nn.Module):
 
     ``top_k`` None (dynamic count): masks of the queries that pass the threshold; when none
     does, of query 0 alone, flagged invalid (onnxruntime's GroupNorm cannot reshape an empty
-    batch). ``top_k`` = k (static shapes): masks of the k best-scoring queries, flagged valid
-    when they pass the threshold. Rows are in query order either way, as in the PyTorch model.
+    batch). ``top_k`` = k (static shapes): masks of k queries, those that pass the threshold
+    first (flagged valid; the best-scoring ones if more than k pass), then the best-scoring
+    others (a "no object" query's score is its no-object probability, so it cannot outrank them). Rows are in query order either way, as in the PyTorch model.
     """
 
     def __init__(self, model, top_k=None):
@@ -57,6 +58,7 @@ class PanopticGraph(nn.Module):
             first = torch.arange(keep.shape[0], device=keep.device) == 0
             queries = (keep | (first & ~keep.any())).nonzero()[:, 0]
         else:
-            queries = scores.topk(self.top_k).indices.sort().values
+            # Kept queries first: a "no object" query's score (its no-object probability) may be higher.
+            queries = torch.where(keep, scores, scores - 2).topk(self.top_k).indices.sort().values
         masks = model.segment(out, torch.zeros_like(queries), queries)
         return scores, classes, out.boxes[-1, 0], queries, keep[queries], masks
