@@ -24,6 +24,7 @@ from detr_panoptic_d2.engine import DetrTrainer
 from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
 from detr_panoptic_d2.export import OPSET, ExportedPredictor, OnnxPanopticModel, export_onnx
 from detr_panoptic_d2.export.compare import panoptic_agreement
+from detr_panoptic_d2.export.runtime import _session, denormals_flushed
 from detr_panoptic_d2.inference_cli import setup_inference_cfg
 
 from .helpers import (
@@ -186,6 +187,49 @@ def test_an_image_of_another_channel_count_is_named(exported):
     message = rf"{path} takes 3 x H x W images \(RGB\), got an array of shape \(1, 40, 50\)"
     with pytest.raises(ValueError, match=message):
         predictor.model([{"image": torch.zeros(1, 40, 50, dtype=torch.uint8)}])
+
+
+def test_onnxruntime_flushes_denormals_and_leaves_the_callers_mode(exported, tmp_path):
+    """onnxruntime computes with denormal floats flushed to zero (their arithmetic is tens of
+    times slower; random attention underflows to them), in its threads and in the caller's
+    during a run; the caller's thread keeps its own mode before and after."""
+    cfg, _, path = exported
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    seen = []
+
+    class Probe:
+        """The session, noting whether the caller's thread flushes denormals during run."""
+
+        def __init__(self, session):
+            self.session, self.get_outputs = session, session.get_outputs
+
+        def run(self, *args):
+            seen.append(bool(tiny / np.float32(2) == 0))
+            return self.session.run(*args)
+
+    for flushing in (False, True):
+        torch.set_flush_denormal(flushing)
+        try:
+            runtime = OnnxPanopticModel(path, cfg, threads=1)
+            runtime.session = Probe(runtime.session)
+            runtime.run_graph(_images()[0]["image"])
+            assert bool(tiny / np.float32(2) == 0) == flushing
+        finally:
+            torch.set_flush_denormal(False)
+    assert seen == [True, True]
+    assert runtime.session.session.get_session_options().get_session_config_entry("session.set_denormal_as_zero") == "1"
+    # onnxruntime computes in the caller's thread with the caller's mode (1 thread: no pool).
+    halve = tmp_path / "halve.onnx"
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Mul", ["x", "half"], ["y"])], "g", [value("x", 1, [1])], [value("y", 1, [1])],
+        [onnx.helper.make_tensor("half", 1, [], [0.5])],
+    )
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)]), str(halve))
+    session, x = _session(str(halve), threads=1), {"x": np.array([tiny])}
+    assert session.run(None, x)[0][0] > 0
+    with denormals_flushed():
+        assert session.run(None, x)[0][0] == 0
 
 
 @pytest.mark.slow
