@@ -82,6 +82,19 @@ def test_eval_only_ignores_frozen_weights_and_cpu_fallback(monkeypatch):
     assert training.MODEL.DETR.FROZEN_WEIGHTS == "stage1/model_final.pth"
 
 
+@pytest.mark.parametrize("native", [True, False, None])
+def test_cpu_bfloat16_training_warns_without_native_bfloat16(monkeypatch, native):
+    from detr_panoptic_d2.engine import defaults
+
+    monkeypatch.setattr(defaults, "cpu_has_bfloat16", lambda: native)
+    cfg = tiny_cfg()
+    cfg.MODEL.DEVICE, cfg.SOLVER.AMP.ENABLED = "cpu", True
+    warnings = adapt_to_machine(cfg)
+    assert cfg.SOLVER.AMP.ENABLED  # a warning, not a change
+    assert len(warnings) == (native is False) and all("no native bfloat16" in w for w in warnings)
+    assert adapt_to_machine(cfg, eval_only=True) == []
+
+
 def test_evaluators_follow_the_enabled_outputs_and_metadata(tmp_path, caplog):
     _, val = register_tiny_shapes(tmp_path, "shapes_evalsel", num_train=1, num_val=2)
     cfg = tiny_cfg(num_classes=6, dataset=val)

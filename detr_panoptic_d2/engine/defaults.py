@@ -7,7 +7,8 @@ file, KEY VALUE overrides) plus what a DETR run needs to start anywhere:
 - ``--eval-only`` ignores MODEL.DETR.FROZEN_WEIGHTS: MODEL.WEIGHTS then holds the whole model;
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
 - on the CPU, SOLVER.AMP.ENABLED trains under bfloat16 autocast (DetrPanoptic.training_autocast)
-  instead of Detectron2's float16 AMPTrainer, which needs CUDA.
+  instead of Detectron2's float16 AMPTrainer, which needs CUDA; a warning says so when the CPU
+  has no native bfloat16 arithmetic (``cpu_has_bfloat16``), where it may train slower than float32.
 
 ``setup`` adds Detectron2's ``default_setup`` (output folder, logging, seeding from SEED) and,
 with MODEL.DETR.DETERMINISTIC set, asks PyTorch for deterministic algorithms; it logs each
@@ -31,6 +32,17 @@ from ..data.user_datasets import check_num_classes
 logger = logging.getLogger(__name__)
 
 
+def cpu_has_bfloat16():
+    """Whether the CPU computes bfloat16 natively: a flag amx_bf16 or avx512_bf16 (x86) or bf16
+    (Arm) in /proc/cpuinfo. None where /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return None
+    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+
+
 def adapt_to_machine(cfg, eval_only=False):
     """Applies the changes listed in the module docstring to ``cfg`` (unfrozen), in place.
     Returns the warnings, one string per change."""
@@ -44,6 +56,11 @@ def adapt_to_machine(cfg, eval_only=False):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         warnings.append(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: running on cpu")
         cfg.MODEL.DEVICE = "cpu"
+    if not eval_only and cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu" and cpu_has_bfloat16() is False:
+        warnings.append(
+            "SOLVER.AMP.ENABLED trains in bfloat16 on the CPU, but this CPU has no native bfloat16 (no amx_bf16, "
+            "avx512_bf16 or bf16 flag in /proc/cpuinfo): it may train slower than float32 (SOLVER.AMP.ENABLED False)"
+        )
     return warnings
 
 
