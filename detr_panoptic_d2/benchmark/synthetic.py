@@ -55,9 +55,19 @@ def fit_class_head(model, batched_inputs, target):
     """Rewrites ``model.class_embed`` (in place) so that it gives the logits ``target``
     (B x N x (K+1)) to the queries of ``batched_inputs``: least squares over the box
     embeddings, exact when B x N is at most the width d + 1 (or the images are the same)."""
+    _solve_class_head(model, _detect(model, batched_inputs).box_embeddings[-1], target)
+
+
+def _detect(model, batched_inputs):
+    """DetrOutputs of ``model`` (put in eval mode) on ``batched_inputs``."""
     model.eval()
     images, padding_mask = model.preprocess_image(batched_inputs)
-    emb = model.detect(images.tensor, padding_mask).box_embeddings[-1].flatten(0, 1).double()
+    return model.detect(images.tensor, padding_mask)
+
+
+def _solve_class_head(model, box_embeddings, target):
+    """fit_class_head's least squares: box_embeddings B x N x d, target B x N x (K+1)."""
+    emb = box_embeddings.flatten(0, 1).double()
     design = torch.cat([emb, torch.ones(len(emb), 1, dtype=emb.dtype)], 1)
     solution = torch.linalg.lstsq(design, target.flatten(0, 1).double().to(emb.device)).solution.float()
     model.class_embed.weight.copy_(solution[:-1].T)
@@ -70,7 +80,7 @@ _KEPT, _UNCERTAIN, _EMPTY = (10.0, 0.0), (5.0, 6.0), (0.0, 10.0)
 
 @torch.no_grad()
 def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None):
-    """Rewrites the class head of a random DetrPanoptic (in place, with ``fit_class_head``) so
+    """Rewrites the class head of a random DetrPanoptic (in place, as ``fit_class_head``) so
     that in each image of ``batched_inputs`` (one picture, or as many as ``fit_class_head`` fits
     exactly) the ``kept`` queries the model is most sure of (on the first image) predict their
     most likely real class with logit 10 (probability 0.99 with COCO's 133 classes: kept by the
@@ -85,13 +95,12 @@ def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None):
             f"need 0 <= --kept-queries ({kept}) <= --queries-above-floor ({above_floor}) <= "
             f"MODEL.DETR.NUM_OBJECT_QUERIES={n}"
         )
-    model.eval()
-    images, padding_mask = model.preprocess_image(batched_inputs[:1])
-    scores, classes = model.detect(images.tensor, padding_mask).logits[-1, 0, :, :-1].softmax(-1).max(-1)
-    order = scores.argsort(descending=True).cpu()  # the model's most confident queries first
+    out = _detect(model, batched_inputs)
+    scores, classes = out.logits[-1, 0, :, :-1].softmax(-1).max(-1)
+    order, classes = scores.argsort(descending=True).cpu(), classes.cpu()  # most confident first
     target = torch.zeros(n, model.num_classes + 1)
     groups = (order[:kept], order[kept:above_floor], order[above_floor:])
     for rows, (real, empty) in zip(groups, (_KEPT, _UNCERTAIN, _EMPTY)):
-        target[rows, classes.cpu()[rows]] = real
+        target[rows, classes[rows]] = real
         target[rows, -1] = empty
-    fit_class_head(model, batched_inputs, target.expand(len(batched_inputs), n, -1))
+    _solve_class_head(model, out.box_embeddings[-1], target.expand(len(batched_inputs), n, -1))

@@ -25,7 +25,8 @@ class PanopticGraph(nn.Module):
     does, of query 0 alone, flagged invalid (onnxruntime's GroupNorm cannot reshape an empty
     batch). ``top_k`` = k (static shapes): masks of k queries, those that pass the threshold
     first (flagged valid; the best-scoring ones if more than k pass), then the best-scoring
-    others (a "no object" query's score is its no-object probability, so it cannot outrank them). Rows are in query order either way, as in the PyTorch model.
+    others (a "no object" query's score is its no-object probability, so it cannot outrank
+    them). Rows are in query order either way, as in the PyTorch model.
     """
 
     def __init__(self, model, top_k=None):
