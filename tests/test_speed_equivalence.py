@@ -122,7 +122,8 @@ def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
 
 
 def _fpn_with_gathers(head, maps, batch_idx, projected, skips):
-    """FPNMaskHead.forward with every per-image map gathered to the objects' rows first."""
+    """FPNMaskHead.forward as DETR writes it: every per-image map gathered to the objects' rows
+    first, the first convolution over the concatenation of projected res5 and attention maps."""
     x = head.narrow_conv(head.fuse_conv(torch.cat([projected[batch_idx], maps], dim=1)))
     for project, refine, skip in zip(head.skip_projections, head.refine_convs, skips):
         skip = project(skip)[batch_idx]
@@ -135,18 +136,45 @@ def test_image_runs_cover_unsorted_batch_indices():
     assert image_runs(torch.zeros(0, dtype=torch.long)) == []
 
 
-@pytest.mark.parametrize("batch_idx", [[0, 0, 1, 2, 2, 2], [2, 0, 2, 1, 0]], ids=["grouped", "unsorted"])
-def test_fpn_head_per_image_adds_equal_gathered_adds(batch_idx):
+def _fpn_inputs(batch_idx, requires_grad):
+    """A small FPNMaskHead and its inputs (attention maps, batch_idx, projected res5, skips)."""
     torch.manual_seed(0)
     head = FPNMaskHead(64, 8, [48, 32, 16])
-    batch_idx = torch.tensor(batch_idx)
-    maps = torch.randn(len(batch_idx), 8, 4, 5, requires_grad=True)
-    projected = torch.randn(3, 64, 4, 5)
+    with torch.no_grad():  # DETR initializes biases to zero: random ones would show if one were left out
+        for conv in head.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.bias.normal_()
+    maps = torch.randn(len(batch_idx), 8, 4, 5, requires_grad=requires_grad)
+    projected = torch.randn(3, 64, 4, 5, requires_grad=requires_grad)
     skips = [torch.randn(3, 48, 8, 9), torch.randn(3, 32, 15, 18), torch.randn(3, 16, 30, 35)]
-    with torch.no_grad():  # in-place adds per run of rows
-        inference = head(maps, batch_idx, projected, skips)
-        gathered = _fpn_with_gathers(head, maps, batch_idx, projected, skips)
-    training = head(maps, batch_idx, projected, skips)  # with autograd: gathered adds
-    assert torch.equal(inference, gathered) and torch.equal(training, gathered)
-    training.sum().backward()
-    assert maps.grad.abs().sum() > 0 and head.skip_projections[0].weight.grad.abs().sum() > 0
+    return head, (maps, torch.tensor(batch_idx), projected, skips)
+
+
+@pytest.mark.parametrize("fuse_per_image", [True, False])
+@pytest.mark.parametrize("batch_idx", [[0, 0, 1, 2, 2, 2], [2, 0, 2, 1, 0]], ids=["grouped", "unsorted"])
+def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
+    """The head with its per-image work done once per image (in-place adds per run of rows;
+    with fuse_per_image, the split first convolution) against DETR's formulation (every
+    per-image map gathered to the objects' rows, the first convolution over the
+    concatenation): the same logits (bit for bit without the split, up to float rounding with
+    it), in inference and under autograd, and the same gradients within 1e-5."""
+    head, inputs = _fpn_inputs(batch_idx, requires_grad=True)
+    head.fuse_per_image = fuse_per_image
+    with torch.no_grad():
+        inference = head(*inputs)
+    training = head(*inputs)
+    gathered = _fpn_with_gathers(head, *inputs)
+    assert torch.equal(inference, training)
+    assert torch.equal(training, gathered) or fuse_per_image
+    torch.testing.assert_close(training, gathered, rtol=1e-5, atol=1e-5 * gathered.abs().max().item())
+    grads = {}
+    for name, logits in (("ours", training), ("detr", gathered)):
+        head.zero_grad()
+        params = [inputs[0], inputs[2]] + list(head.parameters())
+        grads[name] = torch.autograd.grad((logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum(), params)
+    # Tolerance scaled by the largest gradient: a conv bias before a one-channel-per-group
+    # GroupNorm has zero gradient in exact arithmetic, so both sides are rounding noise there.
+    scale = max(g.abs().max().item() for g in grads["detr"])
+    for ours, detr in zip(grads["ours"], grads["detr"]):
+        torch.testing.assert_close(ours, detr, rtol=1e-5, atol=1e-5 * scale)
+    assert grads["detr"][0].abs().sum() > 0 and grads["detr"][1].abs().sum() > 0

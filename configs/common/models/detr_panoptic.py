@@ -34,7 +34,7 @@ model = L(DetrPanoptic)(
     in_feature="",  # "": the backbone's coarsest output
     position_encoding=None,  # None: DETR's sine encoding (or L(PositionEmbeddingLearned)(num_pos_feats=d/2))
     # Built on the backbone's output_shape(), so a swapped backbone needs no change here.
-    mask_head=L(DetrMaskHead.builder)(hidden_dim="${..transformer.d_model}", num_heads=8, in_features=[]),
+    mask_head=L(DetrMaskHead.builder)(hidden_dim="${..transformer.d_model}", num_heads=8, in_features=[], fuse_per_image=True),
     channels_last=False,
     deep_supervision=True,
     train_query_groups=1,
