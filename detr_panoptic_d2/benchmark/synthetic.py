@@ -87,7 +87,13 @@ def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None):
     0.85 threshold), the next ``above_floor - kept`` (none by default) logit 5 against 6 for
     "no object" (probability 0.22: instance and semantic contributors above any
     MODEL.DETR.TEST.MASK_SCORE_FLOOR up to 0.2, not kept), and the others "no object" with
-    logit 10 (every real class below 1e-4), as a trained model scores them."""
+    logit 10 (every real class below 1e-4), as a trained model scores them.
+
+    The fit holds in float32 and, when the model's inference autocasts
+    (MODEL.DETR.TEST.AMP_DTYPE), under that autocast too: the box embeddings of both are
+    fitted together (exact while twice the rows fit), since a random model's embeddings are so
+    alike that a head fitted to one precision's gives arbitrary logits on the other's. A
+    bfloat16 model and its float32 reference thus keep the same queries."""
     n = model.query_embed.weight.shape[0]
     above_floor = kept if above_floor is None else above_floor
     if not 0 <= kept <= above_floor <= n:
@@ -103,4 +109,8 @@ def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None):
     for rows, (real, empty) in zip(groups, (_KEPT, _UNCERTAIN, _EMPTY)):
         target[rows, classes[rows]] = real
         target[rows, -1] = empty
-    _solve_class_head(model, out.box_embeddings[-1], target.expand(len(batched_inputs), n, -1))
+    embeddings = [out.box_embeddings[-1]]
+    if model.amp_dtype is not None:
+        with model.inference_autocast():
+            embeddings.append(_detect(model, batched_inputs).box_embeddings[-1])
+    _solve_class_head(model, torch.cat(embeddings), target.expand(len(embeddings) * len(batched_inputs), n, -1))
