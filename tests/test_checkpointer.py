@@ -3,7 +3,9 @@ import multiprocessing
 import os
 import pickle
 import random
+import re
 import signal
+import socket
 import time
 
 import numpy as np
@@ -91,6 +93,14 @@ def test_truncated_checkpoint_is_reported_with_its_name(model, tmp_path):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(ValueError, match="cut.pth.*truncated or corrupt"):
         DetrCheckpointer(model).load(str(path))
+
+
+def test_weights_url_that_cannot_be_downloaded_is_named(model):
+    with socket.socket() as s:  # a local port nothing listens on: the download is refused at once
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/R-50.pkl"
+    with pytest.raises(OSError, match=f"{re.escape(url)}.*MODEL.WEIGHTS.*could not be downloaded"):
+        DetrCheckpointer(model).load(url)
 
 
 def test_failed_save_leaves_no_partial_file_and_keeps_the_last_tag(model, tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ keys with the checkpoint's and the model's shapes; every other tensor is loaded.
 shape mismatch is an error naming the keys (a checkpoint of another architecture would
 otherwise be loaded in part without notice). Keys missing from the checkpoint (e.g. all but
 the backbone when starting from ImageNet weights) are logged by Detectron2 as usual.
-``load_complete`` (evaluation) accepts no mismatch at all.
+``load_complete`` (evaluation) accepts no mismatch at all. A URL that cannot be downloaded
+(e.g. ``detectron2://ImageNetPretrained/...`` on a machine without network) is an OSError
+naming it and the config key, not a bare network traceback.
 
 Saving: the checkpoint is written to a temporary file in the same folder, flushed to disk
 and renamed over the final name, and ``last_checkpoint`` likewise, so a run killed at any
@@ -21,6 +23,7 @@ always names a complete file.
 """
 import os
 import pickle
+import urllib.error
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -83,6 +86,16 @@ class DetrCheckpointer(DetectionCheckpointer):
         self.incompatible = None
         self._require_complete = False
         self._loading = None
+
+    def load(self, path, *args, **kwargs):
+        try:
+            return super().load(path, *args, **kwargs)
+        except urllib.error.URLError as e:
+            raise OSError(
+                f"Checkpoint {path!r} (MODEL.WEIGHTS; LazyConfig: train.init_checkpoint) could not be downloaded: "
+                f"{e.reason}. Without network access, download it elsewhere and give its local path, or set "
+                "MODEL.WEIGHTS \"\" to start from random weights"
+            ) from e
 
     def _load_model(self, checkpoint):
         """As Detectron2's, and keeps its report in ``self.incompatible`` (missing_keys,
