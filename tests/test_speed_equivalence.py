@@ -8,10 +8,12 @@ from detectron2.modeling import build_model
 
 from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
 from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
-from detr_panoptic_d2.benchmark.synthetic import fit_class_head
+from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
+from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries, fit_class_head
 from detr_panoptic_d2.modeling.postprocessing import select_queries
 
-from .helpers import make_input, tiny_cfg
+from .helpers import make_input, model_from_config_file, tiny_cfg
+from .test_export import assert_same_panoptic
 
 
 def _cfg(all_queries, frozen_weights=""):
@@ -178,3 +180,24 @@ def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
     for ours, detr in zip(grads["ours"], grads["detr"]):
         torch.testing.assert_close(ours, detr, rtol=1e-5, atol=1e-5 * scale)
     assert grads["detr"][0].abs().sum() > 0 and grads["detr"][1].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_r50_at_800x1066_split_first_convolution_gives_detrs_panoptic_output():
+    """R50 at full size, 15 kept queries: the same panoptic output with the mask head's first
+    convolution split (FUSE_PER_IMAGE, the default) as with DETR's convolution of the
+    concatenation, on the same weights (masks separated so that rounding cannot decide it)."""
+    cfg, _ = model_from_config_file("configs/coco/detr_R50_panoptic.yaml")
+    cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
+    x = make_input(800, 1066, with_targets=False)
+    torch.manual_seed(0)
+    split = build_model(cfg).eval()
+    separate_query_masks_(split, [x["image"]])
+    calibrate_kept_queries(split, [x], 15)
+    cfg.MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE = False
+    detr = build_model(cfg).eval()
+    detr.load_state_dict(split.state_dict())
+    with torch.no_grad():
+        expected, actual = (model([x])[0]["panoptic_seg"] for model in (detr, split))
+    assert len(expected[1]) >= 5
+    assert_same_panoptic(expected, actual)
