@@ -138,16 +138,17 @@ def test_image_runs_cover_unsorted_batch_indices():
     assert image_runs(torch.zeros(0, dtype=torch.long)) == []
 
 
-def _fpn_inputs(batch_idx, requires_grad):
-    """A small FPNMaskHead and its inputs (attention maps, batch_idx, projected res5, skips)."""
+def _fpn_inputs(batch_idx):
+    """A small FPNMaskHead and its inputs (attention maps, batch_idx, projected res5, skips),
+    the first and third requiring gradients."""
     torch.manual_seed(0)
     head = FPNMaskHead(64, 8, [48, 32, 16])
     with torch.no_grad():  # DETR initializes biases to zero: random ones would show if one were left out
         for conv in head.modules():
             if isinstance(conv, torch.nn.Conv2d):
                 conv.bias.normal_()
-    maps = torch.randn(len(batch_idx), 8, 4, 5, requires_grad=requires_grad)
-    projected = torch.randn(3, 64, 4, 5, requires_grad=requires_grad)
+    maps = torch.randn(len(batch_idx), 8, 4, 5, requires_grad=True)
+    projected = torch.randn(3, 64, 4, 5, requires_grad=True)
     skips = [torch.randn(3, 48, 8, 9), torch.randn(3, 32, 15, 18), torch.randn(3, 16, 30, 35)]
     return head, (maps, torch.tensor(batch_idx), projected, skips)
 
@@ -160,7 +161,7 @@ def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
     per-image map gathered to the objects' rows, the first convolution over the
     concatenation): the same logits (bit for bit without the split, up to float rounding with
     it), in inference and under autograd, and the same gradients within 1e-5."""
-    head, inputs = _fpn_inputs(batch_idx, requires_grad=True)
+    head, inputs = _fpn_inputs(batch_idx)
     head.fuse_per_image = fuse_per_image
     with torch.no_grad():
         inference = head(*inputs)
@@ -169,11 +170,11 @@ def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
     assert torch.equal(inference, training)
     assert torch.equal(training, gathered) or fuse_per_image
     torch.testing.assert_close(training, gathered, rtol=1e-5, atol=1e-5 * gathered.abs().max().item())
-    grads = {}
-    for name, logits in (("ours", training), ("detr", gathered)):
-        head.zero_grad()
-        params = [inputs[0], inputs[2]] + list(head.parameters())
-        grads[name] = torch.autograd.grad((logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum(), params)
+    params = [inputs[0], inputs[2]] + list(head.parameters())  # maps, projected res5, weights
+    grads = {
+        name: torch.autograd.grad((logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum(), params)
+        for name, logits in (("ours", training), ("detr", gathered))
+    }
     # Tolerance scaled by the largest gradient: a conv bias before a one-channel-per-group
     # GroupNorm has zero gradient in exact arithmetic, so both sides are rounding noise there.
     scale = max(g.abs().max().item() for g in grads["detr"])
