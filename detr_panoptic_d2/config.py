@@ -59,6 +59,12 @@ def add_detr_panoptic_config(cfg):
     # matched queries only (the group that is deployed); True on every group's, G times the
     # mask head's training cost.
     keys.MODEL.DETR.MASK_LOSS_ALL_GROUPS = False
+    # Training only: weight of a dense semantic loss on the encoded image (a 1x1 conv to
+    # NUM_CLASSES logits per cell, cross-entropy against each cell's share of every class;
+    # modeling/encoder_supervision.py), a denser signal than the matched queries' for the
+    # backbone and encoder; 0: off (the paper's DETR). Inference never runs it, and a
+    # checkpoint trained with it loads into a config with 0. Not with FROZEN_WEIGHTS.
+    keys.MODEL.DETR.ENCODER_SEMANTIC_WEIGHT = 0.0
     # The backbone output the transformer reads (projected to HIDDEN_DIM by a 1x1 conv); the
     # backbone itself is MODEL.BACKBONE.NAME, any Detectron2 backbone. "": its coarsest output
     # (largest stride; of equal strides, the last in its output_shape(), so res5 of a DC5 ResNet).

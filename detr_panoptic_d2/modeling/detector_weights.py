@@ -1,22 +1,27 @@
 """Loading weights into DetrPanoptic's detector: a checkpoint with or without the
-training-only query groups, and a stage-1 (box-only) checkpoint frozen for stage 2."""
+training-only parts (query groups, the encoder's semantic head), and a stage-1 (box-only)
+checkpoint frozen for stage 2."""
 import logging
 
 from ..checkpoint.safe_load import load_model_state
 
-# State-dict prefix of the training-only queries of groups 2..G.
-GROUP_QUERIES = "group_query_embed"
+# State-dict prefixes (DetrPanoptic attributes) of the parts used in training only: the
+# queries of groups 2..G and the encoder's dense semantic head.
+TRAINING_ONLY = ("group_query_embed", "encoder_semantic")
 
 
-def drop_unused_group_queries(model, state_dict, prefix, *args):
-    """Load-state-dict pre-hook: a checkpoint trained with query groups loads into a model
-    without them (TRAIN_QUERY_GROUPS 1), which needs only the first group (query_embed)."""
-    key = prefix + GROUP_QUERIES + ".weight"
-    if model.group_query_embed is None and key in state_dict:
-        del state_dict[key]
-        logging.getLogger(__name__).info(
-            "Checkpoint has training-only query groups (%s); this model uses the first group only", key
-        )
+def drop_unused_training_weights(model, state_dict, prefix, *args):
+    """Load-state-dict pre-hook: a checkpoint trained with training-only parts loads into a
+    model without them (e.g. TRAIN_QUERY_GROUPS 1, ENCODER_SEMANTIC_WEIGHT 0), whose inference
+    does not use them."""
+    for name in TRAINING_ONLY:
+        if getattr(model, name) is not None:
+            continue
+        keys = [k for k in state_dict if k.startswith(prefix + name + ".")]
+        for key in keys:
+            del state_dict[key]
+        if keys:
+            logging.getLogger(__name__).info("Checkpoint has training-only weights %s; this model does not use them", keys)
 
 
 def _shorten(items, limit=10):
@@ -27,7 +32,7 @@ def load_detector_state(model, path):
     """Loads everything of ``model`` but its mask head from the checkpoint at ``path``; a
     ValueError lists what does not fit (missing, unexpected and mismatched keys)."""
     own = {k: v for k, v in model.state_dict().items() if not k.startswith("mask_head.")}
-    unused = ("mask_head.", GROUP_QUERIES + ".")  # a stage 1 trained with query groups fits
+    unused = ("mask_head.",) + tuple(name + "." for name in TRAINING_ONLY)  # a stage 1 trained with them fits
     state = {k: v for k, v in load_model_state(path).items() if not k.startswith(unused)}
     missing = sorted(own.keys() - state.keys())
     unexpected = sorted(state.keys() - own.keys())

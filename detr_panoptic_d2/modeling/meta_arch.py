@@ -6,7 +6,8 @@ meta-architecture. A batch of images goes, in ``forward``, through:
    and the batch's padding mask is downsampled to it;
 2. ``input_proj``: 1x1 conv of that level to the transformer width d, and
    ``position_encoding``, one d-dimensional code per cell of its grid;
-3. ``transformer.encoder``: the **encoded image** (memory), d x h x w;
+3. ``transformer.encoder``: the **encoded image** (memory), d x h x w (in training, optionally
+   also supervised densely: ``encoder_supervision``);
 4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer (in
    training with query groups, G x N: Group DETR, each group matched and supervised alone);
 5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h); inference keeps
@@ -38,7 +39,8 @@ from . import postprocessing
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
-from .detector_weights import drop_unused_group_queries, load_detector_state
+from .detector_weights import drop_unused_training_weights, load_detector_state
+from .encoder_supervision import EncoderSemanticLoss
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
 from .outputs import DetrOutputs, ImageSteps
@@ -115,6 +117,7 @@ class DetrPanoptic(nn.Module):
         deep_supervision=True,
         train_query_groups=1,
         mask_loss_all_groups=False,
+        encoder_semantic_weight=0.0,
         frozen_weights="",
         all_queries=False,
         thing_ids=None,
@@ -153,6 +156,9 @@ class DetrPanoptic(nn.Module):
             deep_supervision: losses on every decoder layer (MODEL.DETR.DEEP_SUPERVISION).
             train_query_groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS).
             mask_loss_all_groups: mask losses on every group (MODEL.DETR.MASK_LOSS_ALL_GROUPS).
+            encoder_semantic_weight: weight of the training-only dense semantic loss on the
+                encoded image, 0 = none (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT;
+                encoder_supervision.py).
             frozen_weights: a box-only checkpoint whose detector is loaded and frozen, so that
                 only the mask head trains (MODEL.DETR.FROZEN_WEIGHTS); "": none.
             all_queries: run the mask head on every query (MODEL.DETR.MASK_HEAD.ALL_QUERIES).
@@ -201,7 +207,16 @@ class DetrPanoptic(nn.Module):
         self.group_query_embed = (
             nn.Embedding((train_query_groups - 1) * num_queries, hidden_dim) if train_query_groups > 1 else None
         )
-        self.register_load_state_dict_pre_hook(drop_unused_group_queries)
+        if encoder_semantic_weight and frozen_weights:
+            raise ValueError(
+                "encoder_semantic_weight > 0 with frozen_weights (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT, FROZEN_WEIGHTS): "
+                "the loss trains the encoder, which a frozen detector does not; set it to 0 for the mask stage"
+            )
+        # Training only, as the query groups: inference never runs it.
+        self.encoder_semantic = (
+            EncoderSemanticLoss(hidden_dim, num_classes, encoder_semantic_weight) if encoder_semantic_weight else None
+        )
+        self.register_load_state_dict_pre_hook(drop_unused_training_weights)
         self.mask_loss_all_groups = mask_loss_all_groups
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
@@ -293,6 +308,7 @@ class DetrPanoptic(nn.Module):
             "deep_supervision": d.DEEP_SUPERVISION,
             "train_query_groups": d.TRAIN_QUERY_GROUPS,
             "mask_loss_all_groups": d.MASK_LOSS_ALL_GROUPS,
+            "encoder_semantic_weight": d.ENCODER_SEMANTIC_WEIGHT,
             "frozen_weights": d.FROZEN_WEIGHTS,
             "all_queries": d.MASK_HEAD.ALL_QUERIES,
             "thing_ids": _thing_ids(cfg),
@@ -433,7 +449,8 @@ class DetrPanoptic(nn.Module):
         """The weighted loss dict of a batch. With G query groups, each group is matched to the
         targets on its own and gets every class and box loss; the losses are averaged over the
         groups. Mask losses cover the first group's matches (all groups' with
-        MASK_LOSS_ALL_GROUPS)."""
+        MASK_LOSS_ALL_GROUPS). With ENCODER_SEMANTIC_WEIGHT, the encoded image's dense
+        semantic loss is added."""
         targets = self.prepare_targets(batched_inputs, images)
         with torch.set_grad_enabled(not self.frozen_detector), self.training_autocast():
             out = self.detect(images.tensor, padding_mask)
@@ -452,6 +469,8 @@ class DetrPanoptic(nn.Module):
                         out.logits[i], out.boxes[i], targets, num_boxes, f"_{i}", groups
                     )
                     losses.update(aux)
+        if self.encoder_semantic is not None:
+            losses.update(self.encoder_semantic(out.memory, out.memory_mask, targets))
         if self.mask_head is not None:
             # indices[k]: group k % G of image k // G, query numbers within the group.
             supervised = range(len(indices)) if self.mask_loss_all_groups else range(0, len(indices), groups)

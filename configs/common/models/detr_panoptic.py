@@ -39,6 +39,7 @@ model = L(DetrPanoptic)(
     deep_supervision=True,
     train_query_groups=1,
     mask_loss_all_groups=False,
+    encoder_semantic_weight=0.0,  # training-only dense semantic loss on the encoded image; 0: off
     frozen_weights="",  # a box-only checkpoint whose detector is loaded and frozen (stage 2)
     all_queries=False,
     thing_ids=L(thing_class_ids)(dataset_name="${dataloader.test.dataset.names}"),
