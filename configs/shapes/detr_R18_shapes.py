@@ -27,7 +27,7 @@ model.num_queries = 10  # at most 8 segments per image; 10 learn faster than 20
 model.channels_last = True  # NHWC convolutions (same values; see detr_panoptic_d2/config.py)
 model.encoder_semantic_weight = 2.0  # training only (see detr_R18_shapes.yaml)
 # Chosen on shapes_panoptic_tune (see detr_R18_shapes.yaml and README "Training faster").
-model.object_score_thresh = 0.3
+model.object_score_thresh = 0.4
 model.instances_on = True
 model.semantic_on = True
 
