@@ -9,6 +9,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 
 from detr_panoptic_d2 import add_detr_panoptic_config
 from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
 
 
 def model_from_config_file(path):
@@ -211,6 +212,17 @@ def write_cfg(cfg, path):
     with open(path, "w") as f:
         f.write(cfg.dump())
     return str(path)
+
+
+def load_trained_into_plain(trained, plain, directory):
+    """Saves ``trained`` (a DetrPanoptic with training-only parts) under ``directory`` and
+    loads the file into ``plain`` (the same model without them) with ``load_complete``, as
+    ``--eval-only`` does; asserts that the training-only weights were dropped on loading, not
+    left over as unexpected keys."""
+    DetrCheckpointer(trained, save_dir=str(directory)).save("trained")
+    checkpointer = DetrCheckpointer(plain)
+    checkpointer.load_complete(str(directory / "trained.pth"))
+    assert not checkpointer.incompatible.unexpected_keys
 
 
 def assert_same_inference(a, b):
