@@ -48,7 +48,7 @@ optimizer.lr = 2e-4
 optimizer.params.lr_factor_func.multiplier = 1.0
 optimizer.full_model_clip = 1.0
 
-train.max_iter = 3400  # 17 min of training on 2 cores of this Xeon (3500 took 17.3); make demo <= 20 min (README)
+train.max_iter = 3400  # 13-17 min of training on 2 cores of this Xeon (0.23-0.30 s/iteration); make demo <= 20 min (README)
 train.amp.enabled = True  # on the CPU: bfloat16 autocast in the model (see detr_R18_shapes.yaml)
 train.checkpointer.period = 1000
 train.seed = 0
