@@ -10,6 +10,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detr_panoptic_d2 import add_detr_panoptic_config
 from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.export.compare import panoptic_agreement
 
 
 def model_from_config_file(path):
@@ -244,3 +245,22 @@ def assert_same_inference(a, b):
             assert torch.equal(ra["instances"].scores, rb["instances"].scores)
             assert torch.equal(ra["instances"].pred_masks, rb["instances"].pred_masks)
     return outputs_a
+
+
+def assert_same_panoptic(expected, actual, min_pixels=0.999):
+    """For outputs of other shapes, kernels or runtimes (not bit-identical by construction):
+    same segments (ids, classes, thing flags), scores within 1e-4, int32 ids, and at least
+    ``min_pixels`` of the pixels in the same segment."""
+    assert actual[0].dtype == torch.int32
+    agreement = panoptic_agreement(expected, actual)
+    assert agreement["same_segments"], (expected[1], actual[1])
+    assert agreement["max_score_difference"] <= 1e-4, agreement
+    assert agreement["pixel_agreement"] >= min_pixels, agreement
+
+
+def assert_masks_agree(expected, actual, min_pixels=0.999):
+    """Binary masks (N x H x W) of other shapes or kernels: the same count and at least
+    ``min_pixels`` of each mask's pixels equal (rounding moves pixels only at near-ties)."""
+    assert expected.shape == actual.shape and expected.dtype == actual.dtype == torch.bool
+    agreement = (expected == actual).flatten(1).double().mean(1)
+    assert (agreement >= min_pixels).all(), agreement.tolist()

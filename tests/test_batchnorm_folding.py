@@ -10,8 +10,7 @@ from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
 from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 from detr_panoptic_d2.modeling.batchnorm_folding import fold, foldable_convolutions, folded_batchnorm
 
-from .helpers import make_input, model_from_config_file, tiny_cfg
-from .test_export import assert_same_panoptic
+from .helpers import assert_same_panoptic, make_input, model_from_config_file, tiny_cfg
 
 
 def _randomize_frozen_batchnorm(module, seed=0):

@@ -23,11 +23,11 @@ from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.engine import DetrTrainer
 from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
 from detr_panoptic_d2.export import OPSET, ExportedPredictor, OnnxPanopticModel, export_onnx
-from detr_panoptic_d2.export.compare import panoptic_agreement
 from detr_panoptic_d2.export.runtime import _session, denormals_flushed
 from detr_panoptic_d2.inference_cli import setup_inference_cfg
 
 from .helpers import (
+    assert_same_panoptic,
     keep_queries_,
     load_tool,
     make_input,
@@ -65,16 +65,6 @@ def exported(tmp_path_factory):
     """(cfg, PyTorch model, path of its model.onnx)."""
     cfg, model = _tiny_model()
     return cfg, model, export_onnx(cfg, model, str(tmp_path_factory.mktemp("onnx")))
-
-
-def assert_same_panoptic(expected, actual, min_pixels=0.999):
-    """Same segments (ids, classes, thing flags), scores within 1e-4, int32 ids, and at least
-    ``min_pixels`` of the pixels in the same segment."""
-    assert actual[0].dtype == torch.int32
-    agreement = panoptic_agreement(expected, actual)
-    assert agreement["same_segments"], (expected[1], actual[1])
-    assert agreement["max_score_difference"] <= 1e-4, agreement
-    assert agreement["pixel_agreement"] >= min_pixels, agreement
 
 
 def _pytorch(model, x):

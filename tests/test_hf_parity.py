@@ -109,13 +109,14 @@ def test_panoptic_ids_match_reference_postprocessing():
     assert len(stuff) > len(set(stuff)), "some stuff class must be predicted twice (merged)"
 
     # Our ids number segments from 1 (0 = void): pair them with the reference's by pixels.
+    # Tolerance: two implementations round differently, which moves pixels only where two masks
+    # nearly tie; at most 0.1% of the image may differ (a wrong merge moves whole segments).
     ref_ids = torch.from_numpy(ref_ids.astype("int64"))
     assert panoptic.shape == ref_ids.shape == (120, 160)
     assert len(segments) == len(survivors)
     for seg in segments:
         region = panoptic == seg["id"]
-        ref_id = ref_ids[region].unique()
-        assert len(ref_id) == 1, f"segment {seg['id']} covers reference segments {ref_id.tolist()}"
-        assert torch.equal(ref_ids == ref_id, region)
+        ref_id = ref_ids[region].mode().values
+        assert int((region != (ref_ids == ref_id)).sum()) <= 1e-3 * region.numel(), f"segment {seg['id']}"
         assert seg["category_id"] == int(labels[survivors[int(ref_id)]])
         assert seg["isthing"] == is_thing[seg["category_id"]]

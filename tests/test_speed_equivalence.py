@@ -12,8 +12,7 @@ from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
 from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries, fit_class_head
 from detr_panoptic_d2.modeling.postprocessing import select_queries
 
-from .helpers import make_input, model_from_config_file, tiny_cfg
-from .test_export import assert_same_panoptic
+from .helpers import assert_same_panoptic, make_input, model_from_config_file, tiny_cfg
 
 
 def _cfg(all_queries, frozen_weights=""):
@@ -77,8 +76,8 @@ def test_inference_on_kept_queries_equals_all_queries():
     for a, b in zip(ours, reference):
         categories = [s["category_id"] for s in a["panoptic_seg"][1]]
         assert len(categories) >= 3 and categories.count(100) <= 1, categories
-        assert torch.equal(a["panoptic_seg"][0], b["panoptic_seg"][0])
-        assert a["panoptic_seg"][1] == b["panoptic_seg"][1]
+        # Tolerance: the head runs on 6 or 10 rows per image, a batch size other kernels may round otherwise.
+        assert_same_panoptic(a["panoptic_seg"], b["panoptic_seg"])
 
 
 def _losses_and_grads(model, batch):
@@ -118,7 +117,8 @@ def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
     mask[1, :, 5:] = True
     full = amap(queries, batch_idx, memory, mask)
     for t in range(1, 20):
-        assert torch.equal(amap(queries[-t:], batch_idx[-t:], memory, mask), full[-t:]), t
+        # Tolerance: t rows is another matmul shape; a row taken from another query would differ by far more.
+        torch.testing.assert_close(amap(queries[-t:], batch_idx[-t:], memory, mask), full[-t:], rtol=1e-5, atol=1e-6, msg=str(t))
     # It is still q_linear, up to rounding.
     torch.testing.assert_close(amap._project_queries(queries), amap.q_linear(queries), rtol=1e-5, atol=1e-6)
 
@@ -167,7 +167,8 @@ def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
         inference = head(*inputs)
     training = head(*inputs)
     gathered = _fpn_with_gathers(head, *inputs)
-    assert torch.equal(inference, training)
+    assert torch.equal(inference, training)  # exact by construction: the same operations on the same inputs
+    # Exact by construction without the split: the gathers are copies, the convolutions see the same shapes.
     assert torch.equal(training, gathered) or fuse_per_image
     torch.testing.assert_close(training, gathered, rtol=1e-5, atol=1e-5 * gathered.abs().max().item())
     params = [inputs[0], inputs[2]] + list(head.parameters())  # maps, projected res5, weights
