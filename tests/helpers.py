@@ -237,6 +237,7 @@ def assert_same_inference(a, b):
         outputs_a, outputs_b = a.eval()(images), b.eval()(images)
     for ra, rb in zip(outputs_a, outputs_b):
         assert ra.keys() == rb.keys()
+        # Exact by construction (here and below): training-only parts removed, the same operations on the same shapes.
         assert torch.equal(ra["panoptic_seg"][0], rb["panoptic_seg"][0])
         assert ra["panoptic_seg"][1] == rb["panoptic_seg"][1] and len(ra["panoptic_seg"][1]) > 0
         if "sem_seg" in ra:

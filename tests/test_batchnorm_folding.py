@@ -60,6 +60,7 @@ def test_folded_backbone_gives_the_same_features_and_leaves_its_state_unfolded()
             folded = _features(backbone, x)
         after = _features(backbone, x)
     for name in plain:
+        # Exact by construction: tensors restored or left untouched, no arithmetic.
         assert not torch.equal(folded[name], plain[name])  # folding did run
         torch.testing.assert_close(folded[name], plain[name], rtol=1e-4, atol=1e-4)
         assert torch.equal(after[name], plain[name])  # unfolded again on exit
@@ -92,6 +93,7 @@ def test_nothing_is_folded_in_training_or_under_autograd(why):
         with folded_batchnorm(backbone):
             assert all("forward" not in vars(conv) for conv in foldable_convolutions(backbone))
             unfolded = _features(backbone, x)
+    # Exact by construction: a copy of the same tensors, no arithmetic.
     assert all(torch.equal(unfolded[k], plain[k]) for k in plain)
 
 
@@ -132,6 +134,7 @@ def test_tiny_model_gives_the_unfolded_panoptic_output_and_training_is_unchanged
     losses = [model.train()(batch) for model in (folded, plain)]
     for loss in losses:
         sum(loss.values()).backward()
+    # Exact by construction: folding is inference-only, training runs the same operations on the same shapes.
     assert all(torch.equal(losses[0][k], losses[1][k]) for k in losses[1])
     grads = [{n: p.grad for n, p in model.named_parameters() if p.grad is not None} for model in (folded, plain)]
     assert grads[0].keys() == grads[1].keys() and all(torch.equal(grads[0][n], grads[1][n]) for n in grads[1])

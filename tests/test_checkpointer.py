@@ -50,6 +50,7 @@ def test_save_then_load_round_trip_with_optimizer_and_scheduler_state(model, tmp
     )
     assert extra["iteration"] == 9
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        # Exact by construction: saved and loaded tensors (and optimizer state) are copies.
         assert torch.equal(a, b), name
     saved, restored = optimizer.state_dict()["state"], fresh_opt.state_dict()["state"]
     assert saved and saved.keys() == restored.keys()
@@ -78,6 +79,7 @@ def test_model_zoo_pickle_of_arrays_loads_and_foreign_pickle_is_refused(model, t
     with torch.no_grad():
         model.backbone.stem.conv1.weight.zero_()
     DetrCheckpointer(model).load(good)
+    # Exact by construction: a copy of the same tensors, no arithmetic.
     assert torch.equal(model.backbone.stem.conv1.weight, stem_before)
     evil = str(tmp_path / "zoo_evil.pkl")
     with open(evil, "wb") as f:

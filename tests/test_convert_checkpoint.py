@@ -91,6 +91,7 @@ def test_official_checkpoint(tmp_path, masks, num_labels, dataset, anchors):
     state = torch.load(output, weights_only=True)["model"]
     rows = (reference.detr if masks else reference).class_labels_classifier.weight
     for contiguous, category in anchors:
+        # Exact by construction: conversion copies rows, no arithmetic.
         assert torch.equal(state["class_embed.weight"][contiguous], rows[category])
     model = _load_converted(output, dataset, mask_on=masks)
     _assert_matches_reference(model, reference, dataset)
@@ -166,4 +167,5 @@ def test_class_rows_of_unknown_size_need_an_explicit_choice():
     with pytest.raises(ValueError, match="--classes keep"):
         convert_state(SourceCheckpoint("x.pth", state))
     kept = convert_state(SourceCheckpoint("x.pth", state), classes="keep").state
+    # Exact by construction: a copy of the same tensors, no arithmetic.
     assert torch.equal(kept["class_embed.weight"], state["detr.class_embed.weight"])

@@ -96,6 +96,7 @@ def _check_targets(out, full_cover=True):
     boxes = inst.gt_boxes.tensor.numpy()
     for mask, box in zip(masks, boxes):
         assert mask.any()
+        # Exact by construction: boxes of integer masks.
         np.testing.assert_array_equal(box, _tight_box(mask))
     return masks
 
@@ -113,6 +114,7 @@ def test_round_trip_matches_the_files(dicts):
         out = mapper(d)
         masks = _check_targets(out)
         image = np.asarray(Image.open(d["file_name"]))
+        # Exact by construction: integer pixels and masks, no floating-point arithmetic.
         np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), image)
         assert (out["height"], out["width"]) == image.shape[:2]
         segments = annotations[d["image_id"]]["segments_info"]
@@ -130,6 +132,7 @@ def test_flip_keeps_image_and_targets_together(dicts):
     for d in dicts:
         a, b = plain(d), flip(d)
         masks = _check_targets(b)
+        # Exact by construction: integer pixels and masks, no floating-point arithmetic.
         np.testing.assert_array_equal(b["image"].numpy(), a["image"].flip(-1).numpy())
         np.testing.assert_array_equal(masks, a["instances"].gt_masks.tensor.flip(-1).numpy())
         assert b["instances"].gt_classes.tolist() == a["instances"].gt_classes.tolist()
@@ -147,6 +150,7 @@ def test_crop_keeps_image_and_targets_together(dicts):
     for d in dicts:
         a, b = plain(d), crop(d)
         masks = _check_targets(b)
+        # Exact by construction: integer pixels and masks, no floating-point arithmetic.
         np.testing.assert_array_equal(
             b["image"].numpy(), a["image"][:, y0 : y0 + h, x0 : x0 + w].numpy()
         )
@@ -241,6 +245,7 @@ def test_crowd_segments_are_left_out_and_empty_targets_are_allowed(dicts):
     segments = [dict(s, iscrowd=int(s["id"] == crowd_id)) for s in d["segments_info"]]
     a, b = mapper(d), mapper({**d, "segments_info": segments})
     masks = _check_targets(b, full_cover=False)
+    # Exact by construction: integer pixels and masks, no floating-point arithmetic.
     np.testing.assert_array_equal(masks, a["instances"].gt_masks.tensor[:-1].numpy())
     assert b["instances"].gt_classes.tolist() == a["instances"].gt_classes[:-1].tolist()
 
@@ -259,6 +264,7 @@ def test_grayscale_rgba_and_palette_images_are_converted(dicts, tmp_path, mode):
     source.save(path)
     out = _mapper([])({**d, "file_name": path})
     _check_targets(out)
+    # Exact by construction: integer pixels and masks, no floating-point arithmetic.
     np.testing.assert_array_equal(
         out["image"].permute(1, 2, 0).numpy(), np.asarray(source.convert("RGB"))
     )
@@ -273,6 +279,7 @@ def test_16_bit_grayscale_keeps_its_high_byte(dicts, tmp_path):
     assert Image.open(path).mode.startswith("I")
     out = _mapper([])({**d, "file_name": path})
     for channel in out["image"].numpy():
+        # Exact by construction: integer pixels and masks, no floating-point arithmetic.
         np.testing.assert_array_equal(channel, gray)
 
 

@@ -73,6 +73,7 @@ def test_generator_is_deterministic(tmp_path):
     files = _files(tmp_path / "a")
     assert len(files) == 3 * 4 + 2
     assert files == _files(tmp_path / "b")
+    # Exact by construction: one generator, one seed, the same machine and process.
     _, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b", files, shallow=False)
     assert mismatch == [] and errors == []
     assert not filecmp.cmp(
@@ -119,6 +120,7 @@ def test_lock_lets_one_of_two_processes_generate(tmp_path):
     assert results == ["False", "True"]
     generate_split(str(tmp_path / "reference"), **params)
     files = _files(tmp_path / "reference")
+    # Exact by construction: one generator, one seed, the same machine.
     _, mismatch, errors = filecmp.cmpfiles(root, tmp_path / "reference", files, shallow=False)
     assert mismatch == [] and errors == []
 

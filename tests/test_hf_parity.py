@@ -63,6 +63,7 @@ def test_preprocessing_equals_huggingface_image_processor():
     pixel_values, pixel_mask = _reference_input(inputs)
     assert images.tensor.shape == pixel_values.shape
     assert (images.tensor - pixel_values).abs().max() <= 1e-5
+    # Exact by construction: boolean masks, no arithmetic.
     assert torch.equal(~padding, pixel_mask.bool())
     assert (inputs[0]["image"][0] != inputs[0]["image"][2]).any()
 

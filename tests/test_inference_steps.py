@@ -54,6 +54,7 @@ def test_steps_are_the_forward_pass_values(model):
         probs = out.logits[-1, i].softmax(-1)
         assert 0 < len(kept) < n
         assert kept == ((probs.argmax(-1) != 5) & (probs.max(-1).values > model.object_score_thresh)).nonzero()[:, 0].tolist()
+        # Exact by construction (here and below): one batch, the same operations and shapes; steps are slices of them.
         assert torch.equal(s.classes, probs[kept].argmax(-1)) and torch.allclose(s.scores, probs[kept].max(-1).values)
         assert s.encoded.shape == (64, *grid) and torch.equal(s.encoded, out.memory[i, :, : grid[0], : grid[1]])
         assert torch.equal(s.box_embeddings, out.box_embeddings[-1, i]) and s.box_embeddings.shape == (n, 64)

@@ -49,6 +49,7 @@ def test_trace_records_the_models_own_intermediate_results(tmp_path, all_queries
         assert 0 <= obj.box[0] <= obj.box[2] <= 140 and 0 <= obj.box[1] <= obj.box[3] <= 100
     with torch.no_grad():
         panoptic, segments = predictor(image)["panoptic_seg"]
+    # Exact by construction: the inspector and the predictor run the same operations on the same image.
     assert torch.equal(trace.panoptic_seg, panoptic.cpu()) and trace.segments_info == segments
 
 

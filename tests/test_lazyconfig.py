@@ -56,6 +56,7 @@ def _assert_same_model(lazy, yaml):
         n: p.requires_grad for n, p in yaml.named_parameters()
     }
     for name in ("pixel_mean", "pixel_std", "is_thing"):
+        # Exact by construction: both models initialized by the same operations from the same seed.
         assert torch.equal(getattr(lazy, name), getattr(yaml, name)), name
 
 
@@ -172,6 +173,7 @@ def test_frozen_detector_stage_and_eval_only_adaptation(tmp_path, monkeypatch):
     held = {id(p) for g in instantiate(cfg.optimizer).param_groups for p in g["params"]}
     assert held == {id(p) for p in model.mask_head.parameters()}
     detector = {k: v for k, v in model.state_dict().items() if not k.startswith("mask_head.")}
+    # Exact by construction: a copy of the same tensors, no arithmetic.
     assert detector and all(torch.equal(value, boxes[name]) for name, value in detector.items())
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -52,6 +52,7 @@ def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
     box_state = box_model.state_dict()
     for name, value in model.state_dict().items():
         if not name.startswith("mask_head."):
+            # Exact by construction: a copy of the same tensors, no arithmetic.
             assert torch.equal(value, box_state[name]), name
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("mask_head.") for n in trainable)
@@ -64,6 +65,7 @@ def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
     assert model.mask_head.fpn.mask_predictor.weight.grad is not None
     for name, value in model.state_dict().items():
         if not name.startswith("mask_head."):
+            # Exact by construction: a copy of the same tensors, no arithmetic.
             assert torch.equal(value, box_state[name]), name
 
 

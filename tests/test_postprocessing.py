@@ -65,6 +65,7 @@ def test_merge_matches_reference(seed):
     assert [s["category_id"] for s in info] == [int(classes[q]) for q in survivors]
     assert [s["score"] for s in info] == pytest.approx([float(scores[q]) for q in survivors])
     if survivors:
+        # Exact by construction: elementwise resizing and argmax of the same logits, no kernel-ordered reduction.
         assert np.array_equal(seg.numpy(), ref_map + 1)
     else:
         assert (seg == 0).all()
@@ -84,6 +85,7 @@ def test_merge_matches_reference_on_tied_logits(seed):
     seg, info = postprocessing.panoptic_merge(logits, torch.ones(len(classes)), classes, is_thing, image_size, output_size, 4, 4)
     ref_map, survivors = reference_merge(logits, classes, is_thing, image_size, output_size)
     assert [s["category_id"] for s in info] == [int(classes[q]) for q in survivors]
+    # Exact by construction: integer logits, elementwise resizing and argmax.
     assert np.array_equal(seg.numpy(), ref_map + 1) if survivors else (seg == 0).all()
 
 
@@ -127,6 +129,7 @@ def test_nearest_resize_matches_pil(size):
     h, w, H, W = size
     ids = torch.randint(0, 255, (h, w))
     pil = np.array(Image.fromarray(ids.numpy().astype(np.uint8)).resize((W, H), resample=Image.NEAREST))
+    # Exact by construction: nearest resizing of integer ids.
     assert np.array_equal(postprocessing.resize_ids_nearest(ids, (H, W)).numpy(), pil)
 
 
@@ -166,6 +169,7 @@ def test_instances_by_hand_threshold_crop_resize_and_order():
     assert inst.pred_boxes.tensor.tolist() == [[0, 0, 16, 12], [0, 0, 32, 24]]
     square = torch.zeros(24, 32, dtype=torch.bool)
     square[:14, :14] = True
+    # Exact by construction: a threshold of hand-set logits.
     assert torch.equal(inst.pred_masks[0], square)
     assert not inst.pred_masks[1].any()
     top1 = postprocessing.instance_queries(probs.log(), is_thing, topk=1)
@@ -245,6 +249,7 @@ def test_outputs_of_an_image_alone_equal_those_in_a_padded_batch():
     batched = first_image_outputs([image, make_input(120, 150, with_targets=False)])
     seg, segments = alone["panoptic_seg"]
     assert len(segments) >= 3 and len(alone["instances"]) >= 3
+    # Exact by construction: the stand-in head's logits cropped to the same cells, merged by the same operations.
     assert torch.equal(seg, batched["panoptic_seg"][0]) and segments == batched["panoptic_seg"][1]
     assert torch.equal(alone["instances"].pred_masks, batched["instances"].pred_masks)
     assert alone["instances"].pred_masks.any(0).float().mean() > 0.3

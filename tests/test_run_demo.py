@@ -32,6 +32,7 @@ def test_pictures_show_input_prediction_and_ground_truth(tmp_path):
         width, height = Image.open(record["file_name"]).size
         assert picture.shape == (2 * height, 3 * 2 * width, 3)
         source, prediction, truth = np.split(picture, 3, axis=1)
+        # Exact by construction: integer pictures; drawing must change them.
         assert not np.array_equal(source, truth) and not np.array_equal(source, prediction)
 
 

@@ -126,6 +126,7 @@ def test_stage_two_trains_only_the_mask_head_and_keeps_the_detector(tiny_shapes,
     detector = {k: v for k, v in final.items() if not k.startswith("mask_head.")}
     assert detector.keys() == boxes.keys()
     for name, value in detector.items():
+        # Exact by construction: frozen weights are never updated, no arithmetic.
         assert torch.equal(value, boxes[name]), name
     assert any(not torch.equal(final["mask_head." + k], v) for k, v in initial_head.items())
 
@@ -176,6 +177,7 @@ def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_p
     assert second.start_iter == 4
     assert "group_query_embed.weight" in saved["model"]
     for name, value in second.model.state_dict().items():
+        # Exact by construction: resumed tensors and optimizer state are copies of the saved ones.
         assert torch.equal(value, saved["model"][name]), name
     # AdamW's step counts and moments are those of iteration 3, not a fresh optimizer's.
     saved_moments = saved["trainer"]["_trainer"]["optimizer"]["state"]
@@ -254,6 +256,7 @@ def test_two_process_ddp_on_cpu(tiny_shapes, tiny_shapes_root, tmp_path, frozen_
     if frozen_detector:
         boxes = load_model_state(str(tmp_path / "boxes.pth"))
         final = load_model_state(str(tmp_path / "run" / "model_final.pth"))
+        # Exact by construction: frozen weights are never updated, no arithmetic.
         assert all(torch.equal(final[k], v) for k, v in boxes.items())
 
 

@@ -77,6 +77,7 @@ def test_register_option_fine_tunes_from_other_classes_then_evaluates(on_disk, t
     assert loaded.keys() == checkpoint.keys()
     for name, value in checkpoint.items():
         if not name.startswith("class_embed."):
+            # Exact by construction: a copy of the same tensors, no arithmetic.
             assert torch.equal(loaded[name], value), name
     message = "\n".join(log)
     assert "class head re-initialized" in message
@@ -144,6 +145,7 @@ def test_a_shape_mismatch_outside_the_class_head_is_an_error(tmp_path):
     checkpointer = DetrCheckpointer(model)
     log = _log_of(checkpointer)
     checkpointer.load(str(tmp_path / "three_classes.pth"))
+    # Exact by construction: a copy of the same tensors, no arithmetic.
     assert torch.equal(model.class_embed.weight, initial_head)
     for name, value in model.state_dict().items():
         if not name.startswith("class_embed."):
