@@ -30,6 +30,7 @@ def test_sweep_evaluates_once_per_threshold_with_that_threshold(tiny_shapes, tmp
     assert seen == [(0.3, False, False), (1.0, False, False)]  # panoptic output only
     assert list(results) == [0.3, 1.0]
     assert {"PQ", "PQ_th", "PQ_st"} <= set(results[1.0])
+    # Exact by construction: with no segment every PQ term is zero.
     assert results[1.0]["PQ"] == 0.0  # no query passes a threshold of 1: no segment
 
 

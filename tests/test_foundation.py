@@ -22,6 +22,7 @@ def test_config_keys_added_to_fresh_cfg():
     cfg = get_cfg()
     assert not hasattr(cfg.MODEL, "DETR")
     add_detr_panoptic_config(cfg)
+    # Exact by construction: config defaults read back as written.
     assert cfg.MODEL.DETR.NUM_OBJECT_QUERIES == 100
     assert cfg.MODEL.DETR.MASK_HEAD.NAME == "DetrMaskHead"
     assert cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH == 0.85
