@@ -196,7 +196,8 @@ def check_make(tokens):
 def check_pip(tokens):
     for flag, value in zip(tokens, tokens[1:]):
         if flag in ("-r", "-c", "--requirement", "--constraint", "-e", "--editable"):
-            assert os.path.exists(os.path.join(ROOT, value)), f"pip: {value} does not exist"
+            path = re.sub(r"\[[\w,]+\]$", "", value)  # .[export]: the folder with extras
+            assert os.path.exists(os.path.join(ROOT, path)), f"pip: {value} does not exist"
 
 
 def check_command(tokens):
