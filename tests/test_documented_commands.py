@@ -235,3 +235,37 @@ def test_the_docs_hold_commands():
 @pytest.mark.parametrize("tokens", COMMANDS)
 def test_documented_command(tokens):
     check_command(tokens)
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchors(path):
+    """GitHub's anchors of the headings of a markdown file."""
+    with open(path, encoding="utf-8") as f:
+        text = SHELL_BLOCK.sub("", f.read())
+    headings = re.findall(r"^#+\s+(.*?)\s*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: os.path.relpath(p, ROOT))
+def test_relative_links_reach_a_file_and_heading(path):
+    with open(path, encoding="utf-8") as f:
+        links = LINK.findall(f.read())
+    for link in links:
+        if re.match(r"^[a-z]+://", link):
+            continue
+        target, _, anchor = link.partition("#")
+        target = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+        assert os.path.exists(target), f"{link}: {target} does not exist"
+        if anchor:
+            assert anchor in heading_anchors(target), f"{link}: no heading #{anchor} in {os.path.relpath(target, ROOT)}"
+
+
+def test_readme_is_short_and_links_every_page():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    assert len(readme.splitlines()) <= 200
+    pages = {os.path.relpath(p, ROOT) for p in doc_files()[1:] if "/pending/" not in p}
+    linked = {os.path.normpath(link.partition("#")[0]) for link in LINK.findall(readme)}
+    assert pages <= linked, f"pages not linked from README.md: {sorted(pages - linked)}"
