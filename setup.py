@@ -2,7 +2,7 @@
 
 torch, torchvision, detectron2 and panopticapi are not listed in ``install_requires``:
 as in other Detectron2 projects they are installed by the set-up step (``make setup``),
-which picks the torch build for the machine and the detectron2 route (see README.md).
+which picks the torch build for the machine and the detectron2 route (see docs/INSTALL.md).
 """
 from setuptools import find_packages, setup
 

@@ -73,13 +73,10 @@ def add_detr_panoptic_config(cfg):
     # torchvision (and so DETR's DC5 checkpoints) does; Detectron2 dilates every block. Applies
     # to every Detectron2 ResNet in the backbone (e.g. an FPN's bottom-up).
     keys.MODEL.DETR.TORCHVISION_DILATION = True
-    # Run the backbone in channels-last (NHWC) memory format: the same values up to
-    # float rounding; oneDNN's NHWC convolutions made one shapes training step 11% faster in a
-    # direct A/B, not measurably in tools/benchmark.py (README, "The training step, profiled").
-    # In R50 800x1066 inference (1 thread) the backbone takes 11% less time but the mask head,
-    # fed channels-last features, 27% more: no gain in float32. With TEST.AMP_DTYPE bfloat16 it
-    # is what makes oneDNN's bfloat16 convolutions fast (README, "Mixed precision on the CPU").
-    # Checkpoints are the same either way.
+    # Run the backbone in channels-last (NHWC) memory format: the same values up to float
+    # rounding. In float32 the mask head, fed channels-last features, loses what the backbone
+    # gains; turn it on with TEST.AMP_DTYPE bfloat16 (fast bfloat16 convolutions need it) and
+    # for small CPU trainings (docs/PERFORMANCE.md). Checkpoints are the same either way.
     keys.MODEL.DETR.CHANNELS_LAST = False
     # Path of a box-only checkpoint whose detector (backbone, transformer, class and box
     # heads) is loaded and frozen; only the mask head then trains (the paper's second stage).
@@ -87,7 +84,7 @@ def add_detr_panoptic_config(cfg):
     keys.MODEL.DETR.FROZEN_WEIGHTS = ""
     # Seeded runs (SEED >= 0) also ask PyTorch for deterministic algorithms; on the CPU two
     # runs then give identical losses. On CUDA some kernels have no deterministic version
-    # (PyTorch warns, naming them); see README, "Determinism".
+    # (PyTorch warns, naming them); see docs/RELIABILITY.md, "Determinism".
     keys.MODEL.DETR.DETERMINISTIC = False
 
     # Loss weights of the set criterion (paper values).
@@ -123,9 +120,8 @@ def add_detr_panoptic_config(cfg):
     keys.MODEL.DETR.MASK_HEAD.ALL_QUERIES = False
     # True: DetrMaskHead's first convolution convolves the projected res5 once per image and
     # adds each query's convolved attention maps (FPNMaskHead._fuse_per_image); the same values
-    # up to float rounding, a third of the head's arithmetic per query saved (the head ran x1.18
-    # faster on R50, README "Performance"). False: one convolution of the concatenation per
-    # query, as the reference implementation computes.
+    # up to float rounding, less arithmetic per query (docs/PERFORMANCE.md). False: one
+    # convolution of the concatenation per query, as the reference implementation computes.
     keys.MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE = True
 
     keys.MODEL.DETR.TEST = CN()
@@ -152,8 +148,8 @@ def add_detr_panoptic_config(cfg):
     # queries at or above it, each query left out adding less than this to any class score
     # (it can only move the argmax where the two best classes are closer). 0: every query
     # (the exact mode, as MASK_HEAD.ALL_QUERIES True, which ignores this). Not applied to a
-    # box-only model. On shapes_panoptic_val, 0.05 changes box AP, mask AP and mIoU by at
-    # most 0.1 (README, "Evaluation with every output on").
+    # box-only model. Its effect on the metrics: docs/PERFORMANCE.md, "Evaluation with every
+    # output on".
     keys.MODEL.DETR.TEST.MASK_SCORE_FLOOR = 0.05
     # Mixed precision for inference: "bfloat16" or "float16" run the backbone, transformer and
     # mask head under torch.autocast (mainly for GPUs); post-processing stays in float32.
@@ -161,8 +157,8 @@ def add_detr_panoptic_config(cfg):
     keys.MODEL.DETR.TEST.AMP_DTYPE = "none"
     # Inference (eval mode, no autograd) folds the backbone's frozen BatchNorm into the
     # convolutions before it (modeling/batchnorm_folding.py): the same values up to float
-    # rounding, 11% less backbone time in R50 800x1066 inference (README, "Performance").
-    # Parameters, training and checkpoints keep the unfolded form.
+    # rounding, one pass less over every feature map. Parameters, training and checkpoints
+    # keep the unfolded form.
     keys.MODEL.DETR.TEST.FOLD_BATCHNORM = True
 
     # DETR's training augmentation: with probability CROP.PROB (ours), resize the shortest

@@ -1,6 +1,6 @@
 """DetrPanopticDatasetMapper and DETR's augmentation on generated shapes data: targets match
 the files, stay consistent under flip/crop/resize, bad data is reported by file name, and
-Detectron2's builtin COCO panoptic splits load from the README's folder layout."""
+Detectron2's builtin COCO panoptic splits load from the folder layout of docs/DATASETS.md."""
 
 import json
 import os

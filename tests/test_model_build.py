@@ -11,10 +11,10 @@ from detr_panoptic_d2.modeling import FPNMaskHead, HungarianMatcher
 from .helpers import make_input, model_from_config_file, tiny_cfg
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob("configs/coco/*.yaml")))
+@pytest.mark.parametrize("path", sorted(glob.glob("configs/coco/*.yaml") + glob.glob("configs/experimental/*.yaml")))
 def test_coco_configs_build_full_size_models(path):
     cfg, model = model_from_config_file(path)
-    assert model.class_embed.out_features == 134
+    assert model.class_embed.out_features == (81 if "detection" in path else 134)
     assert model.query_embed.num_embeddings == 100
     assert (model.mask_head is not None) == cfg.MODEL.MASK_ON
     res5 = model.backbone.res5

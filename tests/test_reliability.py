@@ -1,4 +1,4 @@
-"""Faults and bad input: each case of the README's "Bad input and faults" table that is not
+"""Faults and bad input: each case of docs/RELIABILITY.md's "Bad input and faults" table that is not
 covered beside its feature (data, checkpoint and model tests name theirs in the table)."""
 import json
 import logging

@@ -28,7 +28,7 @@ FORMATS = ["onnx", "torch-export"]
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (torch-export: see README)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (torch-export: see docs/EXPORT.md)")
     parser.add_argument("--output", required=True, help="folder for model.onnx and model.json (created if needed)")
     parser.add_argument(
         "--top-k", type=int, default=None,
@@ -47,7 +47,7 @@ def main(argv=None):
     if args.format == "torch-export":
         raise SystemExit(
             "--format torch-export is not available: torch.export cannot trace the data-dependent number of kept "
-            "queries through the mask head's GroupNorm (see README, 'Export (ONNX)'); use --format onnx"
+            "queries through the mask head's GroupNorm (see docs/EXPORT.md); use --format onnx"
         )
     cfg = setup_inference_cfg(args.config_file, args.opts)
     model = build_model(cfg)

@@ -53,12 +53,16 @@ def stage_args(args, config_file, previous_output, is_last):
     return argparse.Namespace(**{**vars(args), "config_file": config_file, "opts": list(args.opts) + extra})
 
 
-def main():
+def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", action="append", metavar="FILE", help="a stage's config (repeatable)")
     parser.add_argument("--num-vis", type=int, default=4, help="validation images to draw")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = get_parser().parse_args()
     configs = args.config_file or DEFAULT_CONFIGS
     start = time.time()
     previous_output, iterations = None, []

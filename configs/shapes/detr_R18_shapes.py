@@ -26,7 +26,7 @@ model.num_classes = 6
 model.num_queries = 10  # at most 8 segments per image; 10 learn faster than 20
 model.channels_last = True  # NHWC convolutions (same values; see detr_panoptic_d2/config.py)
 model.encoder_semantic_weight = 2.0  # training only (see detr_R18_shapes.yaml)
-# Chosen on shapes_panoptic_tune (see detr_R18_shapes.yaml and README "Training faster").
+# Chosen on shapes_panoptic_tune (see detr_R18_shapes.yaml).
 model.object_score_thresh = 0.4
 model.instances_on = True
 model.semantic_on = True
@@ -48,7 +48,7 @@ optimizer.lr = 2e-4
 optimizer.params.lr_factor_func.multiplier = 1.0
 optimizer.full_model_clip = 1.0
 
-train.max_iter = 3400  # 13-17 min of training on 2 cores of this Xeon (0.23-0.30 s/iteration); make demo <= 20 min (README)
+train.max_iter = 3400  # sized so that `make demo` trains in minutes on a CPU (README)
 train.amp.enabled = True  # on the CPU: bfloat16 autocast in the model (see detr_R18_shapes.yaml)
 train.checkpointer.period = 1000
 train.seed = 0

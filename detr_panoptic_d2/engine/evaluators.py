@@ -9,6 +9,10 @@ panoptic datasets and those registered with ``register_panoptic_dataset``):
 - mIoU over all classes: ``PanopticSemSegEvaluator``, with MODEL.DETR.TEST.SEMANTIC_ON and
   semantic PNGs (``sem_seg_file_name`` in the dataset dicts).
 
+For a COCO detection dataset (``evaluator_type: "coco"``, e.g. Detectron2's ``coco_2017_val``
+or one registered with ``register_coco_instances``), as for DETR's box-only detection models:
+box AP (and mask AP with MODEL.MASK_ON) with Detectron2's ``COCOEvaluator``, with INSTANCES_ON.
+
 Each one left out is logged with the reason. ``panoptic_evaluators`` takes these switches as
 arguments (LazyConfigs link them to the model's ``panoptic_on``, ``instances_on``,
 ``semantic_on``); ``build_panoptic_evaluator`` reads them from a yacs config.
@@ -84,10 +88,14 @@ def panoptic_evaluators(
     skips, when none applies; ValueError for a dataset of another evaluator type."""
     meta = MetadataCatalog.get(dataset_name)
     evaluator_type = meta.get("evaluator_type", None)
+    tasks = ("bbox", "segm") if mask_on else ("bbox",)
+    if evaluator_type == "coco":
+        return _detection_evaluator(dataset_name, output_dir, instances_on, tasks, detections_per_image)
     if evaluator_type != "coco_panoptic_seg":
         raise ValueError(
             f"Dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; DETR panoptic evaluates "
-            "COCO-panoptic-format datasets ('coco_panoptic_seg'), e.g. registered with register_panoptic_dataset"
+            "COCO-panoptic-format datasets ('coco_panoptic_seg'), e.g. registered with register_panoptic_dataset, "
+            "and COCO detection datasets ('coco') for box AP"
         )
     # Loading first also writes the files of lazily generated datasets (shapes).
     dicts = DatasetCatalog.get(dataset_name)
@@ -96,7 +104,6 @@ def panoptic_evaluators(
         skipped.append("PQ (COCOPanopticEvaluator): PANOPTIC_ON is off (MODEL.DETR.TEST.PANOPTIC_ON, model.panoptic_on)")
     else:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
-    tasks = ("bbox", "segm") if mask_on else ("bbox",)
     if not instances_on:
         skipped.append("AP (COCOEvaluator): INSTANCES_ON is off (MODEL.DETR.TEST.INSTANCES_ON, model.instances_on)")
     elif not meta.get("json_file", None):
@@ -116,3 +123,15 @@ def panoptic_evaluators(
     if not evaluators:
         raise NotImplementedError(f"No evaluator applies to {dataset_name!r}: " + "; ".join(skipped))
     return DatasetEvaluators(evaluators)
+
+
+def _detection_evaluator(dataset_name, output_dir, instances_on, tasks, detections_per_image):
+    """Detectron2's ``COCOEvaluator`` for a COCO detection dataset (no panoptic or semantic
+    ground truth: PQ and mIoU are not computed). Raises NotImplementedError without INSTANCES_ON."""
+    if not instances_on:
+        raise NotImplementedError(
+            f"No evaluator applies to {dataset_name!r}: a COCO detection dataset is evaluated for AP, which needs "
+            "INSTANCES_ON (MODEL.DETR.TEST.INSTANCES_ON, model.instances_on)"
+        )
+    logger.info(f"Evaluation on {dataset_name!r} (a COCO detection dataset): AP only, no PQ or mIoU")
+    return COCOEvaluator(dataset_name, tasks, output_dir=output_dir, max_dets_per_image=detections_per_image)

@@ -47,8 +47,7 @@ def _nonempty(params):
 
 def _optimizer_kwargs(name, momentum, nesterov):
     # AdamW's fused kernel (one pass over all tensors) does the same update as the default
-    # per-tensor loop with fewer small operations; on a loaded 2-core CPU the step took 13 ms
-    # instead of 173 ms, on a quiet one about the same (README, "The training step, profiled").
+    # per-tensor loop with fewer small operations, which matters most on a busy CPU.
     return {"momentum": momentum, "nesterov": nesterov} if name.upper() == "SGD" else {"fused": True}
 
 

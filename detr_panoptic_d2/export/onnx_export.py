@@ -3,7 +3,7 @@
 The graph is traced by torch.onnx's TorchScript exporter (``dynamo=False``): it records the
 kept-query selection as ONNX NonZero, whose output length is data-dependent, and the image's
 height and width as dynamic axes. The dynamo exporter (torch.export) stops on that count:
-GroupNorm's batch-size check is a guard on it (see README, "Export (ONNX)").
+GroupNorm's batch-size check is a guard on it (see docs/EXPORT.md).
 """
 import json
 import os

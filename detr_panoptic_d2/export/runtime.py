@@ -9,8 +9,7 @@ take it as they take the model.
 
 onnxruntime runs with denormal floats flushed to zero (``session.set_denormal_as_zero``): the
 attention of random or badly scaled weights underflows to denormals, which x86 CPUs compute
-tens of times slower (R50 at 800x1066: the first encoder layer's Softmax and attention
-product took 75 ms instead of 6 ms). The caller's thread is switched for the session's
+tens of times slower. The caller's thread is switched for the session's
 creation and each run only (``denormals_flushed``), so PyTorch in the same thread computes
 as before.
 """

@@ -23,7 +23,7 @@ def _image_name(path):
 def _predict(model, batch):
     """Runs ``model`` on a list of ImageReader records of one size, one image per call, and
     returns their outputs: with several threads even the transformer's batched matrix products
-    round differently by batch size (scores moved by 1e-8 with 2 threads), so images go through
+    round differently by batch size, so images go through
     the model alone and a batch groups only their reading."""
     inputs = [{"image": r["image"], "height": r["height"], "width": r["width"], "file_name": r["path"]} for r in batch]
     with torch.no_grad():
