@@ -21,6 +21,7 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 semantic outputs); ``inference_steps`` returns what every step produced, per image.
 """
 import contextlib
+import functools
 from typing import List, Optional
 
 import torch
@@ -114,9 +115,7 @@ class DetrPanoptic(nn.Module):
         position_encoding: Optional[nn.Module] = None,
         mask_head=None,
         channels_last=False,
-        deep_supervision=True,
         train_query_groups=1,
-        mask_loss_all_groups=False,
         encoder_semantic_weight=0.0,
         frozen_weights="",
         all_queries=False,
@@ -140,7 +139,8 @@ class DetrPanoptic(nn.Module):
             num_classes: K, things and stuff (MODEL.DETR.NUM_CLASSES); the class head has K+1
                 outputs, the last being "no object".
             num_queries: N, object queries (MODEL.DETR.NUM_OBJECT_QUERIES).
-            criterion: the SetCriterion giving the training losses.
+            criterion: the SetCriterion giving every training loss (matching, deep supervision,
+                query groups, mask losses of the matched queries).
             pixel_mean, pixel_std: per-channel normalization of the input images
                 (MODEL.PIXEL_MEAN, MODEL.PIXEL_STD).
             in_feature: the backbone output the transformer reads (MODEL.DETR.IN_FEATURE); "":
@@ -153,9 +153,8 @@ class DetrPanoptic(nn.Module):
                 for a box-only model (MODEL.MASK_ON).
             channels_last: run the backbone in channels-last memory format
                 (MODEL.DETR.CHANNELS_LAST); the same values up to float rounding.
-            deep_supervision: losses on every decoder layer (MODEL.DETR.DEEP_SUPERVISION).
-            train_query_groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS).
-            mask_loss_all_groups: mask losses on every group (MODEL.DETR.MASK_LOSS_ALL_GROUPS).
+            train_query_groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS);
+                the criterion matches and supervises each group on its own.
             encoder_semantic_weight: weight of the training-only dense semantic loss on the
                 encoded image, 0 = none (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT;
                 encoder_supervision.py).
@@ -217,7 +216,6 @@ class DetrPanoptic(nn.Module):
             EncoderSemanticLoss(hidden_dim, num_classes, encoder_semantic_weight) if encoder_semantic_weight else None
         )
         self.register_load_state_dict_pre_hook(drop_unused_training_weights)
-        self.mask_loss_all_groups = mask_loss_all_groups
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         if mask_head is not None and not isinstance(mask_head, nn.Module):
@@ -225,7 +223,6 @@ class DetrPanoptic(nn.Module):
         self.mask_head = mask_head
         self.criterion = criterion
         self.num_classes = num_classes
-        self.deep_supervision = deep_supervision
         self.all_queries = all_queries
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -283,6 +280,8 @@ class DetrPanoptic(nn.Module):
             dice_weight=d.DICE_WEIGHT,
             focal_alpha=d.FOCAL_ALPHA,
             focal_gamma=d.FOCAL_GAMMA,
+            deep_supervision=d.DEEP_SUPERVISION,
+            mask_loss_all_groups=d.MASK_LOSS_ALL_GROUPS,
         )
         transformer = Transformer(
             d_model=d.HIDDEN_DIM,
@@ -305,9 +304,7 @@ class DetrPanoptic(nn.Module):
             "position_encoding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
             "mask_head": build_mask_head(cfg, backbone.output_shape()) if cfg.MODEL.MASK_ON else None,
             "channels_last": d.CHANNELS_LAST,
-            "deep_supervision": d.DEEP_SUPERVISION,
             "train_query_groups": d.TRAIN_QUERY_GROUPS,
-            "mask_loss_all_groups": d.MASK_LOSS_ALL_GROUPS,
             "encoder_semantic_weight": d.ENCODER_SEMANTIC_WEIGHT,
             "frozen_weights": d.FROZEN_WEIGHTS,
             "all_queries": d.MASK_HEAD.ALL_QUERIES,
@@ -446,43 +443,26 @@ class DetrPanoptic(nn.Module):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_training_amp and self.device.type == "cpu")
 
     def losses(self, batched_inputs, images, padding_mask):
-        """The weighted loss dict of a batch. With G query groups, each group is matched to the
-        targets on its own and gets every class and box loss; the losses are averaged over the
-        groups. Mask losses cover the first group's matches (all groups' with
-        MASK_LOSS_ALL_GROUPS). With ENCODER_SEMANTIC_WEIGHT, the encoded image's dense
-        semantic loss is added."""
+        """The weighted loss dict of a batch (``criterion``, see SetCriterion.forward): steps
+        1-5 on every query, the mask head (steps 6-7) on the matched ones."""
         targets = self.prepare_targets(batched_inputs, images)
         with torch.set_grad_enabled(not self.frozen_detector), self.training_autocast():
             out = self.detect(images.tensor, padding_mask)
-        num_boxes = self.criterion.num_boxes(targets, self.device)
-        groups = out.logits.shape[2] // self.query_embed.num_embeddings
-        losses = {}
-        if self.frozen_detector:
-            indices = self.criterion.matcher(out.logits[-1], out.boxes[-1], targets)
-        else:
-            indices, losses = self.criterion.layer_losses(
-                out.logits[-1], out.boxes[-1], targets, num_boxes, groups=groups
-            )
-            if self.deep_supervision:
-                for i in range(len(out.logits) - 1):
-                    _, aux = self.criterion.layer_losses(
-                        out.logits[i], out.boxes[i], targets, num_boxes, f"_{i}", groups
-                    )
-                    losses.update(aux)
-        if self.encoder_semantic is not None:
-            losses.update(self.encoder_semantic(out.memory, out.memory_mask, targets))
-        if self.mask_head is not None:
-            # indices[k]: group k % G of image k // G, query numbers within the group.
-            supervised = range(len(indices)) if self.mask_loss_all_groups else range(0, len(indices), groups)
-            n = self.query_embed.num_embeddings
-            batch_idx = torch.cat([torch.full_like(indices[k][0], k // groups) for k in supervised])
-            query_idx = torch.cat([indices[k][0] + (k % groups) * n for k in supervised])
-            with self.training_autocast():
-                mask_logits = self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
-            target_masks = torch.cat([targets[k // groups]["masks"][indices[k][1]] for k in supervised])
-            norm = num_boxes * (groups if self.mask_loss_all_groups else 1)
-            losses.update(self.criterion.mask_losses(mask_logits, target_masks, norm))
-        return losses
+        outputs = {
+            "pred_logits": out.logits,
+            "pred_boxes": out.boxes,
+            "query_groups": out.logits.shape[2] // self.query_embed.num_embeddings,
+            "pred_masks": None if self.mask_head is None else functools.partial(self._training_masks, out),
+            "encoder_semantic": None
+            if self.encoder_semantic is None
+            else functools.partial(self.encoder_semantic, out.memory, out.memory_mask),
+        }
+        return self.criterion(outputs, targets, detector_losses=not self.frozen_detector)
+
+    def _training_masks(self, out, batch_idx, query_idx):
+        """Mask logits (float32) of the (image, query) pairs the criterion supervises."""
+        with self.training_autocast():
+            return self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
 
     def prepare_targets(self, batched_inputs, images):
         """Per image: "labels" (n), "boxes" (n x 4 cxcywh normalized by the image size) and
