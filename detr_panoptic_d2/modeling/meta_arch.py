@@ -346,9 +346,14 @@ class DetrPanoptic(nn.Module):
         for _, p in self.detector_parameters():
             p.requires_grad_(False)
 
+    def normalize(self, image):
+        """C x H x W image (INPUT.FORMAT, any dtype) -> float32 on the model's device, normalized
+        by MODEL.PIXEL_MEAN and PIXEL_STD."""
+        return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+
     def preprocess_image(self, batched_inputs):
         """Normalizes and pads the images. Returns (ImageList, padding mask B x H x W bool)."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [self.normalize(x["image"]) for x in batched_inputs]
         images = ImageList.from_tensors(
             images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
         )
@@ -479,13 +484,34 @@ class DetrPanoptic(nn.Module):
 
     @torch.no_grad()
     def inference(self, batched_inputs, images, out: DetrOutputs):
-        """Turns the last decoder layer's predictions into per-image Detectron2 results.
+        """Detectron2's outputs per image, from ``image_steps``: the "panoptic_seg",
+        "instances" and "sem_seg" that MODEL.DETR.TEST.*_ON turn on."""
+        outputs = ("panoptic_seg", self.panoptic_on), ("instances", self.instances_on), ("sem_seg", self.semantic_on)
+        steps = self.image_steps(batched_inputs, images, out, self.panoptic_on)
+        return [{name: getattr(s, name) for name, on in outputs if on} for s in steps]
 
-        The mask head runs on the queries some output uses: the kept ones (panoptic), the
-        detections (instances) and the queries summed into semantic scores, the last two
-        limited by MODEL.DETR.TEST.MASK_SCORE_FLOOR (not applied with ALL_QUERIES, the exact
-        mode, nor to a box-only model)."""
-        if self.panoptic_on or self.instances_on:
+    @torch.no_grad()
+    def inference_steps(self, batched_inputs: List[dict]) -> List[ImageSteps]:
+        """The public view of every step: inference on ``batched_inputs`` (as ``forward`` takes
+        them, model in eval mode), returning per image an ImageSteps (``image_steps``), with
+        the panoptic output whenever the model has a mask head; equal to ``forward``'s."""
+        if self.training:
+            raise RuntimeError("DetrPanoptic.inference_steps runs inference: call model.eval() first")
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        with self.inference_autocast():
+            out = self.detect(images.tensor, padding_mask)
+        return self.image_steps(batched_inputs, images, out, panoptic=self.mask_head is not None)
+
+    def image_steps(self, batched_inputs, images, out: DetrOutputs, panoptic) -> List[ImageSteps]:
+        """The inference core: from steps 1-5 (``out``) to every result, per image.
+
+        Selects the queries of each output on the last decoder layer (``panoptic``: the kept
+        ones, for the panoptic output; with MODEL.DETR.TEST.INSTANCES_ON / SEMANTIC_ON the
+        detections and the queries summed into semantic scores, the last two limited by
+        MODEL.DETR.TEST.MASK_SCORE_FLOOR, not applied with ALL_QUERIES, the exact mode, nor to
+        a box-only model), runs the mask head once on the queries some output uses (steps 6-7)
+        and merges them (step 8). Returns an ImageSteps per image."""
+        if (panoptic and self.mask_head is not None) or self.instances_on:
             self._require_thing_ids()
         logits, boxes = self._last_layer(batched_inputs, out)
         floor = 0.0 if self.all_queries or self.mask_head is None else self.mask_score_floor
@@ -497,96 +523,40 @@ class DetrPanoptic(nn.Module):
             ]
         if self.semantic_on:
             semantic = [postprocessing.semantic_queries(lg, floor) for lg in logits]
-        needed = self._queries_needing_masks(kept, detections, semantic)
-        mask_logits = None
+        needed = self._queries_needing_masks(kept, detections, semantic, panoptic)
+        mask_logits = attention_maps = [None] * len(kept)
         if self.mask_head is not None:
-            with self.inference_autocast():
-                mask_logits = [m.float() for m in self._masks_for_inference(out, needed)]
+            mask_logits, attention_maps = self._masks_for_inference(out, needed)
         stride = self.mask_head.stride if self.mask_head is not None else None
-        results = []
+        steps = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            result = {}
+            h, w = out.memory.shape[-2:]
+            if out.memory_mask is not None:
+                valid = ~out.memory_mask[i]
+                h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
+            keep, scores, classes = kept[i]
+            queries = keep.nonzero()[:, 0]
             rows = needed[i].cumsum(0) - 1  # query -> its row in mask_logits[i]
-            if self.panoptic_on:
-                keep, scores, classes = kept[i]
-                result["panoptic_seg"] = postprocessing.panoptic_merge(
-                    mask_logits[i][rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
+            masks = maps = valid_masks = panoptic_seg = instances = sem_seg = None
+            if mask_logits[i] is not None and panoptic:
+                masks = mask_logits[i][rows[queries]]
+                maps = None if attention_maps[i] is None else attention_maps[i][rows[queries]][:, :, :h, :w]
+                cells = postprocessing.image_cells(image_size, stride)
+                valid_masks = masks[:, : cells[0], : cells[1]]
+                panoptic_seg = postprocessing.panoptic_merge(
+                    masks, scores[queries], classes[queries], self.is_thing, image_size, output_size,
                     self.small_segment_area, stride,
                 )
             if self.instances_on:
-                det_masks = mask_logits[i][rows[detections[i][0]]] if mask_logits is not None else None
-                result["instances"] = postprocessing.instance_results(
+                det_masks = None if mask_logits[i] is None else mask_logits[i][rows[detections[i][0]]]
+                instances = postprocessing.instance_results(
                     detections[i], boxes[i], det_masks, image_size, output_size, stride
                 )
             if self.semantic_on:
                 sem = semantic[i]
-                result["sem_seg"] = postprocessing.semantic_results(
+                sem_seg = postprocessing.semantic_results(
                     logits[i][sem], mask_logits[i][rows[sem]], image_size, output_size, stride
-                )
-            results.append(result)
-        return results
-
-    def _queries_needing_masks(self, kept, detections, semantic):
-        """Per image, N bool: the queries whose masks an output uses (``kept``: select_queries'
-        results, used by the panoptic output; ``detections``: instance_queries' results, or
-        None; ``semantic``: semantic_queries' results, or None)."""
-        needed = []
-        for i, (keep, _, _) in enumerate(kept):
-            use = keep & self.panoptic_on
-            if detections is not None:
-                use[detections[i][0]] = True
-            if semantic is not None:
-                use |= semantic[i]
-            needed.append(use)
-        return needed
-
-    def _masks_for_inference(self, out, needed):
-        """Mask logits per image (a list of B tensors, T_i x H/4 x W/4) of the queries marked
-        in ``needed`` (B bool tensors of N), in query order."""
-        needed = torch.stack(needed)
-        batch_idx, query_idx = needed.nonzero(as_tuple=True)
-        return list(self.segment(out, batch_idx, query_idx).split(needed.sum(1).tolist()))
-
-    @torch.no_grad()
-    def inference_steps(self, batched_inputs: List[dict]) -> List[ImageSteps]:
-        """The public view of every step: inference on ``batched_inputs`` (as ``forward`` takes
-        them, model in eval mode), returning per image an ImageSteps: the encoded image, the box
-        embeddings, class logits and boxes, the queries the panoptic output keeps
-        (``object_score_thresh``) with their classes and scores, their attention maps and mask
-        logits, and the panoptic result merged from them, equal to ``forward``'s."""
-        if self.training:
-            raise RuntimeError("DetrPanoptic.inference_steps runs inference: call model.eval() first")
-        if self.mask_head is not None:
-            self._require_thing_ids()
-        images, padding_mask = self.preprocess_image(batched_inputs)
-        with self.inference_autocast():
-            out = self.detect(images.tensor, padding_mask)
-        logits, boxes = self._last_layer(batched_inputs, out)
-        kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
-        keep = torch.stack([k for k, _, _ in kept])
-        counts = keep.sum(1).tolist()
-        masks = maps = [None] * len(kept)
-        if self.mask_head is not None:
-            with self.inference_autocast():
-                mask_logits, attention_maps = self.segment_with_attention(out, *keep.nonzero(as_tuple=True))
-            masks = mask_logits.float().split(counts)
-            if attention_maps is not None:
-                maps = attention_maps.float().split(counts)
-        steps = []
-        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            valid = ~out.memory_mask[i]
-            h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
-            queries = keep[i].nonzero()[:, 0]
-            scores, classes = kept[i][1][queries], kept[i][2][queries]
-            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            valid_masks = panoptic = None
-            if masks[i] is not None:
-                stride = self.mask_head.stride
-                rows, cols = postprocessing.image_cells(image_size, stride)
-                valid_masks = masks[i][:, :rows, :cols]
-                panoptic = postprocessing.panoptic_merge(
-                    masks[i], scores, classes, self.is_thing, image_size, output_size, self.small_segment_area, stride
                 )
             steps.append(
                 ImageSteps(
@@ -597,15 +567,42 @@ class DetrPanoptic(nn.Module):
                     class_logits=logits[i],
                     boxes=boxes[i],
                     queries=queries,
-                    classes=classes,
-                    scores=scores,
-                    attention_maps=None if maps[i] is None else maps[i][:, :, :h, :w],
+                    classes=classes[queries],
+                    scores=scores[queries],
+                    attention_maps=maps,
                     mask_logits=valid_masks,
-                    mask_stride=None if self.mask_head is None else self.mask_head.stride,
-                    panoptic_seg=panoptic,
+                    mask_stride=stride,
+                    panoptic_seg=panoptic_seg,
+                    instances=instances,
+                    sem_seg=sem_seg,
                 )
             )
         return steps
+
+    def _queries_needing_masks(self, kept, detections, semantic, panoptic):
+        """Per image, N bool: the queries whose masks an output uses (``kept``: select_queries'
+        results, used by the panoptic output when ``panoptic``; ``detections``:
+        instance_queries' results, or None; ``semantic``: semantic_queries' results, or None)."""
+        needed = []
+        for i, (keep, _, _) in enumerate(kept):
+            use = keep & panoptic
+            if detections is not None:
+                use[detections[i][0]] = True
+            if semantic is not None:
+                use |= semantic[i]
+            needed.append(use)
+        return needed
+
+    def _masks_for_inference(self, out, needed):
+        """Mask logits (T_i x H/4 x W/4) and attention maps (T_i x M x h x w, or None) per
+        image, float32, of the queries marked in ``needed`` (B bool tensors of N), in query
+        order."""
+        needed = torch.stack(needed)
+        counts = needed.sum(1).tolist()
+        with self.inference_autocast():
+            masks, maps = self.segment_with_attention(out, *needed.nonzero(as_tuple=True))
+        maps = [None] * len(counts) if maps is None else maps.float().split(counts)
+        return masks.float().split(counts), maps
 
     def _require_thing_ids(self):
         if not self.has_class_metadata:
