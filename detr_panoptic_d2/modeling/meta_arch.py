@@ -126,10 +126,10 @@ class DetrPanoptic(nn.Module):
         instances_on=False,
         semantic_on=False,
         detections_per_image=100,
-        mask_score_floor=0.0,
+        mask_score_floor=0.05,
         amp_dtype="none",
         cpu_training_amp=False,
-        fold_batchnorm=False,
+        fold_batchnorm=True,
     ):
         """
         Args:
