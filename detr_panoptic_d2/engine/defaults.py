@@ -28,7 +28,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_detr_panoptic_config
-from ..data.user_datasets import check_num_classes
+from ..data.validation import check_num_classes
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
-from ..data.user_datasets import check_num_classes
+from ..data.validation import check_num_classes
 from .defaults import LAZY_KEYS, adapt_config
 from .trainer import create_detr_ddp_model
 

@@ -27,15 +27,13 @@ from typing import List, Optional
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
 from torchvision.ops import box_convert
 
 from ..config import AMP_DTYPES
-from ..data.metadata import THING_MAP, dataset_to_contiguous
-from ..data.panoptic_dataset import thing_class_ids
+from ..data.validation import config_thing_ids
 from . import postprocessing
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
@@ -61,29 +59,6 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
         return x
-
-
-def _thing_ids(cfg):
-    """Contiguous ids of thing classes, from the metadata of the first test (else train) dataset,
-    or None when no dataset is configured. The dataset must be registered in the DatasetCatalog or,
-    for inference-only use, have its panoptic metadata set in the MetadataCatalog."""
-    names = list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN)
-    if not names:
-        return None
-    meta = MetadataCatalog.get(names[0])
-    if not hasattr(meta, THING_MAP) and names[0] not in DatasetCatalog.list():
-        raise KeyError(
-            f"Dataset {names[0]!r} (DATASETS.TEST / DATASETS.TRAIN) is not registered; registered "
-            f"panoptic datasets: {sorted(n for n in DatasetCatalog.list() if 'panoptic' in n)}"
-        )
-    things = thing_class_ids(names[0])  # ValueError when the metadata has no thing table
-    ids = dataset_to_contiguous(meta).values()
-    if ids and max(ids) >= cfg.MODEL.DETR.NUM_CLASSES:
-        raise ValueError(
-            f"Dataset {names[0]!r} has contiguous class ids up to {max(ids)}, but "
-            f"MODEL.DETR.NUM_CLASSES={cfg.MODEL.DETR.NUM_CLASSES}; set it to {max(ids) + 1}"
-        )
-    return things
 
 
 def float32_on_cpu(x):
@@ -308,7 +283,7 @@ class DetrPanoptic(nn.Module):
             "encoder_semantic_weight": d.ENCODER_SEMANTIC_WEIGHT,
             "frozen_weights": d.FROZEN_WEIGHTS,
             "all_queries": d.MASK_HEAD.ALL_QUERIES,
-            "thing_ids": _thing_ids(cfg),
+            "thing_ids": config_thing_ids(cfg),
             "object_score_thresh": d.TEST.OBJECT_SCORE_THRESH,
             "small_segment_area": d.TEST.SMALL_SEGMENT_AREA,
             "panoptic_on": d.TEST.PANOPTIC_ON,
