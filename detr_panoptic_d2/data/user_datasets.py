@@ -1,15 +1,14 @@
 """Datasets a user brings on disk, named on the command line of the training tools.
 
 ``--register NAME JSON IMAGE_DIR PNG_DIR`` (repeatable) registers a COCO-panoptic-format
-split with ``register_panoptic_files``; ``check_num_classes`` then makes sure the model's
-class count is the datasets' own.
+split with ``register_panoptic_files``; ``validation.check_num_classes`` then makes sure the
+model's class count is the datasets' own.
 """
 import json
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..checkpoint.class_rows import dataset_category_ids
 from .errors import PanopticDataError
 from .panoptic_dataset import panoptic_metadata, register_panoptic_dataset
 
@@ -66,21 +65,3 @@ def register_from_args(args):
     """Registers every ``--register`` split of parsed ``args`` (call it in each process)."""
     for name, panoptic_json, image_root, panoptic_root in getattr(args, "register", None) or []:
         register_panoptic_files(name, panoptic_json, image_root, panoptic_root)
-
-
-def check_num_classes(num_classes, dataset_names, key="MODEL.DETR.NUM_CLASSES"):
-    """Raises ValueError, naming the dataset and both numbers, unless every dataset of
-    ``dataset_names`` has ``num_classes`` classes (things and stuff), the class count the
-    model is built with (config key ``key``)."""
-    for name in dataset_names:
-        if name not in DatasetCatalog.list():
-            raise ValueError(
-                f"Dataset {name!r} is not registered: pass --register {name} JSON IMAGE_DIR PNG_DIR for a "
-                "COCO-panoptic-format split on disk"
-            )
-        count = len(dataset_category_ids(name))
-        if count != num_classes:
-            raise ValueError(
-                f"Dataset {name!r} has {count} classes (things and stuff) but {key} is {num_classes}: "
-                f"set {key} {count}"
-            )

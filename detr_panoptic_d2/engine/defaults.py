@@ -2,7 +2,8 @@
 ``setup(args)`` (a training or evaluation run from command-line arguments).
 
 ``load_config`` is Detectron2's usual construction (defaults, the plugin's keys, a config
-file, KEY VALUE overrides) plus what a DETR run needs to start anywhere:
+file, KEY VALUE overrides) plus what a DETR run needs to start anywhere (``adapt_config``,
+shared with LazyConfigs, engine/lazy.py; yaml keys named here):
 
 - ``--eval-only`` ignores MODEL.DETR.FROZEN_WEIGHTS: MODEL.WEIGHTS then holds the whole model;
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
@@ -27,7 +28,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_detr_panoptic_config
-from ..data.user_datasets import check_num_classes
+from ..data.validation import check_num_classes
 
 logger = logging.getLogger(__name__)
 
@@ -43,25 +44,64 @@ def cpu_has_bfloat16():
     return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"})
 
 
-def adapt_to_machine(cfg, eval_only=False):
-    """Applies the changes listed in the module docstring to ``cfg`` (unfrozen), in place.
-    Returns the warnings, one string per change."""
+# The config keys ``adapt_config`` reads and changes, in a yacs config and in a LazyConfig:
+# the stage-1 checkpoint, the whole model's weights, the device and mixed-precision training.
+YAML_KEYS = {
+    "frozen_weights": "MODEL.DETR.FROZEN_WEIGHTS",
+    "weights": "MODEL.WEIGHTS",
+    "device": "MODEL.DEVICE",
+    "amp": "SOLVER.AMP.ENABLED",
+}
+LAZY_KEYS = {
+    "frozen_weights": "model.frozen_weights",
+    "weights": "train.init_checkpoint",
+    "device": "train.device",
+    "amp": "train.amp.enabled",
+}
+
+
+def _get(cfg, key, default=None):
+    *parents, name = key.split(".")
+    for parent in parents:
+        cfg = getattr(cfg, parent)
+    return getattr(cfg, name, default)
+
+
+def _set(cfg, key, value):
+    *parents, name = key.split(".")
+    for parent in parents:
+        cfg = getattr(cfg, parent)
+    setattr(cfg, name, value)
+
+
+def adapt_config(cfg, keys, eval_only=False):
+    """Applies the changes listed in the module docstring to ``cfg`` (an unfrozen yacs config
+    or a LazyConfig), in place; ``keys``: where it holds them, YAML_KEYS or LAZY_KEYS.
+    Returns the warnings, one string per change, naming the keys."""
     warnings = []
-    if eval_only and cfg.MODEL.DETR.FROZEN_WEIGHTS:
+    frozen = _get(cfg, keys["frozen_weights"], "")
+    if eval_only and frozen:
         warnings.append(
-            f"--eval-only: ignoring MODEL.DETR.FROZEN_WEIGHTS={cfg.MODEL.DETR.FROZEN_WEIGHTS!r}; "
-            f"the whole model is loaded from MODEL.WEIGHTS={cfg.MODEL.WEIGHTS!r}"
+            f"--eval-only: ignoring {keys['frozen_weights']}={frozen!r}; "
+            f"the whole model is loaded from {keys['weights']}={_get(cfg, keys['weights'])!r}"
         )
-        cfg.MODEL.DETR.FROZEN_WEIGHTS = ""
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        warnings.append(f"MODEL.DEVICE={cfg.MODEL.DEVICE!r} but CUDA is not available: running on cpu")
-        cfg.MODEL.DEVICE = "cpu"
-    if not eval_only and cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cpu" and cpu_has_bfloat16() is False:
+        _set(cfg, keys["frozen_weights"], "")
+    device = str(_get(cfg, keys["device"]))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        warnings.append(f"{keys['device']}={device!r} but CUDA is not available: running on cpu")
+        _set(cfg, keys["device"], "cpu")
+    amp = _get(cfg, keys["amp"])
+    if not eval_only and amp and _get(cfg, keys["device"]) == "cpu" and cpu_has_bfloat16() is False:
         warnings.append(
-            "SOLVER.AMP.ENABLED trains in bfloat16 on the CPU, but this CPU has no native bfloat16 (no amx_bf16, "
-            "avx512_bf16 or bf16 flag in /proc/cpuinfo): it may train slower than float32 (SOLVER.AMP.ENABLED False)"
+            f"{keys['amp']} trains in bfloat16 on the CPU, but this CPU has no native bfloat16 (no amx_bf16, "
+            f"avx512_bf16 or bf16 flag in /proc/cpuinfo): it may train slower than float32 ({keys['amp']} False)"
         )
     return warnings
+
+
+def adapt_to_machine(cfg, eval_only=False):
+    """``adapt_config`` of a yacs config (YAML_KEYS)."""
+    return adapt_config(cfg, YAML_KEYS, eval_only)
 
 
 def load_config(config_file, opts=(), *, eval_only=False):

@@ -11,7 +11,6 @@ usually ``panoptic_evaluators``). ``lazy_setup`` adapts the config as ``setup`` 
 """
 import logging
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -19,7 +18,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
-from ..data.user_datasets import check_num_classes
+from ..data.validation import check_num_classes
+from .defaults import LAZY_KEYS, adapt_config
 from .trainer import create_detr_ddp_model
 
 logger = logging.getLogger(__name__)
@@ -30,21 +30,12 @@ def _names(names):
 
 
 def adapt_lazy_config(cfg, eval_only=False):
-    """In place, as ``adapt_to_machine`` for yaml: with ``eval_only`` ``model.frozen_weights``
-    is ignored (``train.init_checkpoint`` holds the whole model); ``train.device`` "cuda"
-    falls back to "cpu" without CUDA (``train.amp.enabled`` then means bfloat16 autocast). Returns the
-    warnings, one string per change."""
-    warnings = []
-    if eval_only and cfg.model.get("frozen_weights", ""):
-        warnings.append(
-            f"--eval-only: ignoring model.frozen_weights={cfg.model.frozen_weights!r}; the whole model is loaded "
-            f"from train.init_checkpoint={cfg.train.init_checkpoint!r}"
-        )
-        cfg.model.frozen_weights = ""
-    if str(cfg.train.device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.append(f"train.device={cfg.train.device!r} but CUDA is not available: running on cpu")
-        cfg.train.device = "cpu"
-    return warnings
+    """``adapt_config`` (engine/defaults.py, as for yaml) of a LazyConfig: with ``eval_only``
+    ``model.frozen_weights`` is ignored (``train.init_checkpoint`` holds the whole model);
+    ``train.device`` "cuda" falls back to "cpu" without CUDA (``train.amp.enabled`` then means
+    bfloat16 autocast, with a warning on a CPU without native bfloat16). Returns the warnings,
+    one string per change."""
+    return adapt_config(cfg, LAZY_KEYS, eval_only)
 
 
 def lazy_setup(args):

@@ -11,21 +11,22 @@ What differs from DefaultTrainer:
 - checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
 
 Each is one of DefaultTrainer's builders overridden, except the DDP arguments, for which
-DefaultTrainer's constructor has no hook: on the CPU it runs with Detectron2's
-``create_ddp_model`` replaced by ``create_detr_ddp_model``.
+DefaultTrainer's constructor has no hook: ``DetrTrainer.__init__`` is DefaultTrainer's
+construction with ``create_detr_ddp_model`` (Detectron2's own modules are left untouched).
 Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED on a GPU; on
 the CPU the model autocasts to bfloat16 itself, see DetrPanoptic.training_autocast), the LR
 scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
 TensorBoard events, evaluation at the end and every TEST.EVAL_PERIOD iterations.
 """
-import functools
+import logging
 import os
 import weakref
 
-import detectron2.engine.defaults as d2_defaults
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer, create_ddp_model
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
 from ..data import DetrPanopticDatasetMapper
@@ -45,25 +46,28 @@ class DetrTrainer(DefaultTrainer):
     """Trains and evaluates ``DetrPanoptic`` from a config (see the module docstring)."""
 
     def __init__(self, cfg):
-        """DefaultTrainer's constructor; on the CPU with DDP's ``device_ids`` left out (see the
-        module docstring)."""
-        if torch.device(cfg.MODEL.DEVICE).type != "cpu":
-            super().__init__(cfg)
-            return
-        d2_defaults.create_ddp_model = functools.partial(create_detr_ddp_model, device=cfg.MODEL.DEVICE)
-        try:
-            super().__init__(cfg)
-        finally:
-            d2_defaults.create_ddp_model = create_ddp_model
-        if cfg.SOLVER.AMP.ENABLED:  # AMPTrainer needs CUDA; DetrPanoptic autocasts to bfloat16 itself
-            self._trainer = SimpleTrainer(self._trainer.model, self._trainer.data_loader, self._trainer.optimizer)
-
-    def build_hooks(self):
-        """DefaultTrainer's hooks, with ``DetrCheckpointer`` (in place of the
-        DetectionCheckpointer the constructor made) behind --resume and the periodic
-        checkpoints."""
-        self.checkpointer = DetrCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        return super().build_hooks()
+        """DefaultTrainer's construction, in its order (model, optimizer, data, DDP, loop,
+        scheduler, checkpointer, hooks), with this trainer's own DDP wrapping
+        (``create_detr_ddp_model``), loop (SimpleTrainer for SOLVER.AMP.ENABLED on the CPU:
+        AMPTrainer needs CUDA, DetrPanoptic autocasts to bfloat16 itself) and ``DetrCheckpointer``
+        (behind --resume and the periodic checkpoints)."""
+        TrainerBase.__init__(self)
+        logger = logging.getLogger("detectron2")
+        if not logger.isEnabledFor(logging.INFO):  # as DefaultTrainer: setup_logger was not called
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_detr_ddp_model(model, cfg.MODEL.DEVICE, broadcast_buffers=False)
+        on_gpu = torch.device(cfg.MODEL.DEVICE).type != "cpu"
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED and on_gpu else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def train(self):
         """Trains from ``start_iter`` to SOLVER.MAX_ITER. Returns the results of the last

@@ -20,6 +20,7 @@ import contextlib
 import torch
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _CACHE = "_folded_batchnorm"  # attribute of a convolution holding (sources key, weight, bias)
 
@@ -31,13 +32,12 @@ def foldable_convolutions(module):
 
 def fold(conv):
     """(weight C_out x C_in/g x kh x kw, bias C_out) of one convolution equal to ``conv``
-    followed by its frozen ``conv.norm``."""
+    followed by its frozen ``conv.norm``: torch's ``fuse_conv_bn_weights``."""
     norm = conv.norm
-    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-    bias = norm.bias - norm.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    return conv.weight * scale.reshape(-1, 1, 1, 1), bias
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+    )
+    return weight.detach(), bias.detach()
 
 
 def _sources_key(conv):
