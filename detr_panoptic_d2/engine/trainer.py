@@ -8,7 +8,8 @@ What differs from DefaultTrainer:
 - evaluation: ``build_panoptic_evaluator`` (PQ, box/mask AP, mIoU from one inference pass);
 - multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
   ``create_ddp_model`` always passes ``device_ids``, which DDP refuses for a CPU model;
-- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
+- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading, official
+  DETR weights converted on load), each naming the classes of DATASETS.TRAIN[0].
 
 Each is one of DefaultTrainer's builders overridden, except the DDP arguments, for which
 DefaultTrainer's constructor has no hook: on the CPU it runs with Detectron2's
@@ -62,7 +63,9 @@ class DetrTrainer(DefaultTrainer):
         """DefaultTrainer's hooks, with ``DetrCheckpointer`` (in place of the
         DetectionCheckpointer the constructor made) behind --resume and the periodic
         checkpoints."""
-        self.checkpointer = DetrCheckpointer(self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetrCheckpointer(
+            self._trainer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self), datasets=self.cfg.DATASETS.TRAIN[:1]
+        )
         return super().build_hooks()
 
     def train(self):

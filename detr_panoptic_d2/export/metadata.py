@@ -10,6 +10,7 @@ import json
 
 from detectron2.data import MetadataCatalog
 
+from ..checkpoint.model_classes import dataset_classes
 from ..data.metadata import class_names
 
 METADATA_KEY = "detr_panoptic_d2"
@@ -60,6 +61,8 @@ def export_metadata(cfg, model, top_k=None):
     return {
         "format_version": FORMAT_VERSION,
         "class_names": class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0])),
+        # The dataset's categories (ids, names, thing or stuff, colours) in contiguous order.
+        "classes": dataset_classes(cfg.DATASETS.TEST[0]),
         "thing_ids": [i for i, t in enumerate(is_thing) if t],
         "stuff_ids": [i for i, t in enumerate(is_thing) if not t],
         "input": {"format": cfg.INPUT.FORMAT, "channels": len(cfg.MODEL.PIXEL_MEAN), "dtype": "uint8", "layout": "CHW"},
