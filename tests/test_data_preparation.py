@@ -72,8 +72,8 @@ def test_semantic_pngs_name_an_unknown_category(shapes_split, tmp_path):
 
 
 def test_instances_and_stuff_pngs_give_back_the_panoptic_split(shapes_split, tmp_path):
-    """The generator's instances JSON plus stuff PNGs made from its semantic PNGs (stuff dataset
-    ids, things and void 0) convert to the same panoptic split: per pixel the same category, and
+    """The generator's instances JSON plus stuff PNGs made from its semantic PNGs (dataset ids;
+    under things a stuff id or the thing's) convert to the same panoptic split: per pixel the same category, and
     the same segments as pixel sets."""
     p = shapes_split
     with open(p["panoptic_json"]) as f:
@@ -86,8 +86,11 @@ def test_instances_and_stuff_pngs_give_back_the_panoptic_split(shapes_split, tmp
         contiguous = _png(os.path.join(p["sem_seg_root"], name))
         values = np.zeros(contiguous.shape, np.uint8)
         for index, c in enumerate(ordered):
-            if not c["isthing"]:
-                values[contiguous == index] = c["id"]
+            values[contiguous == index] = c["id"]
+        # Under things: a stuff id on even rows (the things must win), the thing's id on odd ones (ignored).
+        under_things = np.isin(contiguous, [i for i, c in enumerate(ordered) if c["isthing"]])
+        under_things[1::2] = False
+        values[under_things] = stuff[0]["id"]
         Image.fromarray(values).save(stuff_dir / name)
     with open(tmp_path / "stuff.json", "w") as f:
         json.dump(stuff, f)
