@@ -553,7 +553,7 @@ class DetrPanoptic(nn.Module):
         None; ``semantic``: semantic_queries' results, or None)."""
         needed = []
         for i, (keep, _, _) in enumerate(kept):
-            use = keep & self.panoptic_on
+            use = keep.clone() if self.panoptic_on else torch.zeros_like(keep)  # no Tensor & bool: fvcore traces this
             if detections is not None:
                 use[detections[i][0]] = True
             if semantic is not None:
