@@ -20,7 +20,7 @@ from detr_panoptic_d2.checkpoint.checkpointer import read_checkpoint_classes
 from detr_panoptic_d2.checkpoint.model_classes import dataset_classes
 from detr_panoptic_d2.data.user_datasets import register_lazy_splits
 from detr_panoptic_d2.engine import load_config
-from detr_panoptic_d2.inference_cli import build_predictor, setup_inference_cfg
+from detr_panoptic_d2.predict.cli import build_predictor, setup_inference_cfg
 from tests.detr_reference import official_state, tiny_hf_detr
 from tests.helpers import assert_same_inference, load_tool, tiny_cfg, tiny_training_cfg, write_cfg, write_panoptic_split
 
@@ -238,11 +238,11 @@ def test_trained_with_the_key_then_every_tool_from_the_saved_config(tmp_path):
 
     shutil.move(str(tmp_path / "moved"), str(root))
     _forget(*names)
-    sweep = load_tool("sweep_score_threshold")
+    sweep = load_tool("dev/sweep_score_threshold")
     swept = sweep.main(["--config-file", saved, "--dataset", names[1], "--thresholds", "0.0", "--opts", "MODEL.WEIGHTS", final])
     assert set(swept) == {0.0} and np.isfinite(swept[0.0]["PQ"])
     _forget(*names)
-    from detr_panoptic_d2.benchmark.cli import main as benchmark
+    from benchmarks.cli import main as benchmark
 
     report = benchmark(["--config-file", saved, "--task", "inference", "--size", "64", "64", "--runs", "1",
                         "--warmup", "0", "MODEL.WEIGHTS", final])

@@ -21,7 +21,7 @@ from detectron2.utils.logger import setup_logger
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.data.user_datasets import add_register_argument
-from detr_panoptic_d2.inference_cli import setup_inference_cfg, use_checkpoint_classes
+from detr_panoptic_d2.predict.cli import setup_inference_cfg, use_checkpoint_classes
 
 logger = logging.getLogger("detr_panoptic_d2")
 FORMATS = ["onnx", "torch-export"]

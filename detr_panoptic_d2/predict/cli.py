@@ -10,11 +10,11 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
-from .checkpoint import DetrCheckpointer
-from .checkpoint.checkpointer import read_checkpoint_classes
-from .checkpoint.model_classes import use_model_classes
-from .data.user_datasets import add_register_argument
-from .engine.defaults import load_config
+from ..checkpoint import DetrCheckpointer
+from ..checkpoint.checkpointer import read_checkpoint_classes
+from ..checkpoint.model_classes import use_model_classes
+from ..data.user_datasets import add_register_argument
+from ..engine.defaults import load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def build_predictor(cfg, onnx=None):
     that file instead: the same call and results, from onnxruntime. The classes come from the
     checkpoint or export when it names them (``use_checkpoint_classes``)."""
     if onnx:
-        from .export import ExportedPredictor
+        from ..export import ExportedPredictor
 
         return ExportedPredictor(cfg, onnx), MetadataCatalog.get(cfg.DATASETS.TEST[0])
     use_checkpoint_classes(cfg)
