@@ -20,13 +20,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
 
 
-def add_inference_arguments(parser, output_help, exported=True):
+def add_inference_arguments(parser, output_help, exported=True, images_required=True):
     """Adds the options both inference tools take, in the manner of Detectron2's demo:
     --config-file, --input, --output, --confidence-threshold, --register, --opts, and with
-    ``exported`` --onnx (an exported model run by onnxruntime instead of the PyTorch model)."""
+    ``exported`` --onnx (an exported model run by onnxruntime instead of the PyTorch model).
+    ``images_required`` False: --input and --output are optional (the tool has other inputs)."""
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
-    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument("--input", nargs="+", required=images_required, help="image files, glob patterns or folders")
+    parser.add_argument("--output", required=images_required, help=output_help)
     parser.add_argument(
         "--confidence-threshold",
         type=float,
