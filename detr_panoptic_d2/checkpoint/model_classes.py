@@ -74,10 +74,11 @@ def check_classes(classes, dataset_name, source):
     )
 
 
-def use_model_classes(classes, dataset_name, source):
-    """Makes ``dataset_name`` carry ``classes``: checked against it when it has class tables
-    (``check_classes``), else its metadata is set from them."""
+def use_model_classes(classes, dataset_name, source, check=True):
+    """Makes ``dataset_name`` carry ``classes``: its metadata is set from them when it has no
+    class tables, else (with ``check``) they are checked against it (``check_classes``)."""
     if dataset_classes(dataset_name) is not None:
-        check_classes(classes, dataset_name, source)
+        if check:
+            check_classes(classes, dataset_name, source)
         return
     MetadataCatalog.get(dataset_name).set(**classes_metadata(classes))

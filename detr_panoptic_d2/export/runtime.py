@@ -81,7 +81,7 @@ class OnnxPanopticModel:
         self.metadata = json.loads(stored)
         if cfg is not None:
             if self.metadata.get("classes"):
-                use_model_classes(self.metadata["classes"], cfg.DATASETS.TEST[0], path)
+                use_model_classes(self.metadata["classes"], cfg.DATASETS.TEST[0], path, check=False)
             check_fits(self.metadata, cfg, path)
             test = cfg.MODEL.DETR.TEST
             self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA
