@@ -247,3 +247,17 @@ def test_trained_with_the_key_then_every_tool_from_the_saved_config(tmp_path):
     report = benchmark(["--config-file", saved, "--task", "inference", "--size", "64", "64", "--runs", "1",
                         "--warmup", "0", "MODEL.WEIGHTS", final])
     assert report["inference"]["modes"]["ours"]["total"]["median"] > 0
+
+
+def test_an_export_records_its_classes_and_is_refused_for_other_ids(tmp_path):
+    """The export's metadata lists the dataset's categories; a config whose dataset has the
+    same names under another id is refused (check_fits), the same dataset accepted."""
+    from detr_panoptic_d2.export import check_fits, export_metadata
+
+    cfg = tiny_cfg(num_classes=6, dataset="shapes_panoptic_val")
+    metadata = export_metadata(cfg, build_model(cfg))
+    assert metadata["classes"] == dataset_classes("shapes_panoptic_val")
+    check_fits(metadata, cfg, "model.onnx")
+    metadata["classes"][3]["id"] = 99
+    with pytest.raises(ValueError, match="model.onnx was exported from another config.*classes of 'shapes_panoptic_val'"):
+        check_fits(metadata, cfg, "model.onnx")

@@ -60,12 +60,19 @@ def describe(classes):
     return f"{len(names)} classes ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})"
 
 
+def same_classes(classes, dataset_name):
+    """Whether ``classes`` (None: unknown, taken as the same) are those of ``dataset_name``
+    (ids, names, thing or stuff; a dataset without class tables counts as the same)."""
+    theirs = dataset_classes(dataset_name)
+    return classes is None or theirs is None or _key(theirs) == _key(classes)
+
+
 def check_classes(classes, dataset_name, source):
     """Raises ValueError naming ``source`` (the checkpoint or export) and ``dataset_name`` with
     both class lists unless the dataset's classes are ``classes`` (ids, names, thing or stuff)."""
-    theirs = dataset_classes(dataset_name)
-    if theirs is None or _key(theirs) == _key(classes):
+    if same_classes(classes, dataset_name):
         return
+    theirs = dataset_classes(dataset_name)
     first = next((i for i, (a, b) in enumerate(zip(_key(classes), _key(theirs))) if a != b), min(len(classes), len(theirs)))
     raise ValueError(
         f"{source} was trained on other classes than dataset {dataset_name!r}: the model has {describe(classes)}, "
