@@ -15,6 +15,7 @@ import time
 import torch
 
 from detr_panoptic_d2.config import AMP_DTYPES
+from detr_panoptic_d2.data.user_datasets import add_register_argument
 
 from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
@@ -89,6 +90,7 @@ def argument_parser():
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images (%(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    add_register_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p
 
@@ -133,7 +135,7 @@ def run_benchmark(args):
         raise SystemExit(f"--clock cpu measures CPU time and cannot time {device}; use --clock wall")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_cfg(args.config_file, args.opts, device)
+    cfg = load_cfg(args.config_file, args.opts, device, args.register)
     cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
     if OUTPUTS[args.outputs] is not None:
         cfg.MODEL.DETR.TEST.INSTANCES_ON, cfg.MODEL.DETR.TEST.SEMANTIC_ON = OUTPUTS[args.outputs]

@@ -19,11 +19,12 @@ REFERENCE = [
 ]
 
 
-def load_cfg(config_file, opts, device):
-    """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``."""
+def load_cfg(config_file, opts, device, register=()):
+    """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``; the
+    splits of DATASETS.REGISTER and ``register`` (--register values) registered."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
-    cfg, _ = load_config(config_file, [*opts, "MODEL.DEVICE", device])
+    cfg, _ = load_config(config_file, [*opts, "MODEL.DEVICE", device], register=register)
     return cfg
 
 

@@ -11,8 +11,8 @@ AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16
 
 
 def add_detr_panoptic_config(cfg):
-    """Adds the MODEL.DETR, INPUT.DETR, INPUT.CROP.PROB, DATALOADER.SKIP_BAD_SAMPLES and
-    SOLVER keys this project reads to ``cfg``, in place, and returns it.
+    """Adds the MODEL.DETR, INPUT.DETR, INPUT.CROP.PROB, DATALOADER.SKIP_BAD_SAMPLES,
+    DATASETS.REGISTER and SOLVER keys this project reads to ``cfg``, in place, and returns it.
 
     Keys already there (another plugin's under MODEL.DETR, say) are kept; one that this
     project also defines must already hold the same default, else ValueError names it."""
@@ -23,6 +23,7 @@ def add_detr_panoptic_config(cfg):
     keys.INPUT.CROP = CN()
     keys.DATALOADER = CN()
     keys.SOLVER = CN()
+    keys.DATASETS = CN()
     # Number of classes, things and stuff together, in the dataset's contiguous ids
     # (COCO panoptic: 80 things + 53 stuff). The class head has NUM_CLASSES + 1 outputs,
     # the last one being "no object".
@@ -177,6 +178,13 @@ def add_detr_panoptic_config(cfg):
     keys.SOLVER.OPTIMIZER = "ADAMW"
     # Backbone learning rate = BASE_LR * BACKBONE_MULTIPLIER.
     keys.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Datasets on disk, registered by every tool on start-up (data/user_datasets.py): a list of
+    # COCO-panoptic splits, each {"name": ..., "json": panoptic JSON, "image_dir": ..., "png_dir":
+    # panoptic PNGs, "sem_seg_dir": semantic PNGs for mIoU, optional}; name them in DATASETS.TRAIN
+    # and TEST. --register NAME JSON IMAGE_DIR PNG_DIR appends one, so the config.yaml a run saves
+    # in OUTPUT_DIR is all later tools need.
+    keys.DATASETS.REGISTER = []
+
     _add_keys(cfg, keys, "")
     return cfg
 

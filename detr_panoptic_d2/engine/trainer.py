@@ -8,7 +8,8 @@ What differs from DefaultTrainer:
 - evaluation: ``build_panoptic_evaluator`` (PQ, box/mask AP, mIoU from one inference pass);
 - multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
   ``create_ddp_model`` always passes ``device_ids``, which DDP refuses for a CPU model;
-- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
+- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading, official
+  DETR weights converted on load), each naming the classes of DATASETS.TRAIN[0].
 
 Each is one of DefaultTrainer's builders overridden, except the DDP arguments, for which
 DefaultTrainer's constructor has no hook: ``DetrTrainer.__init__`` is DefaultTrainer's
@@ -63,7 +64,9 @@ class DetrTrainer(DefaultTrainer):
         on_gpu = torch.device(cfg.MODEL.DEVICE).type != "cpu"
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED and on_gpu else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetrCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), datasets=cfg.DATASETS.TRAIN[:1]
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg

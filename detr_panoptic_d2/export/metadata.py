@@ -10,6 +10,7 @@ import json
 
 from detectron2.data import MetadataCatalog
 
+from ..checkpoint.model_classes import dataset_classes, same_classes
 from ..data.metadata import class_names
 
 METADATA_KEY = "detr_panoptic_d2"
@@ -60,6 +61,8 @@ def export_metadata(cfg, model, top_k=None):
     return {
         "format_version": FORMAT_VERSION,
         "class_names": class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0])),
+        # The dataset's categories (ids, names, thing or stuff, colours) in contiguous order.
+        "classes": dataset_classes(cfg.DATASETS.TEST[0]),
         "thing_ids": [i for i, t in enumerate(is_thing) if t],
         "stuff_ids": [i for i, t in enumerate(is_thing) if not t],
         "input": {"format": cfg.INPUT.FORMAT, "channels": len(cfg.MODEL.PIXEL_MEAN), "dtype": "uint8", "layout": "CHW"},
@@ -82,7 +85,8 @@ def fingerprint(sizes):
 
 def check_fits(metadata, cfg, path):
     """Raises ValueError naming ``path`` and every mismatch when the graph described by
-    ``metadata`` was not exported from a config like ``cfg`` (sizes, classes)."""
+    ``metadata`` was not exported from a config like ``cfg`` (sizes, classes: names, and ids
+    and thing/stuff where the export records them)."""
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path}: exported by another version of detr_panoptic_d2 (format {metadata.get('format_version')}, "
@@ -95,7 +99,7 @@ def check_fits(metadata, cfg, path):
         if metadata["sizes"].get(key) != value
     ]
     names = class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0]))
-    if metadata["class_names"] != names:
+    if metadata["class_names"] != names or not same_classes(metadata.get("classes"), cfg.DATASETS.TEST[0]):
         problems.append(
             f"classes of {cfg.DATASETS.TEST[0]!r}: exported {len(metadata['class_names'])} "
             f"({metadata['class_names'][:5]}...), config {len(names)} ({names[:5]}...)"

@@ -20,6 +20,7 @@ import os
 import numpy as np
 import torch
 
+from ..checkpoint.model_classes import use_model_classes
 from ..modeling import postprocessing
 from .metadata import METADATA_KEY, check_fits
 
@@ -65,7 +66,8 @@ class OnnxPanopticModel:
     """An ONNX file written by tools/export_model.py, as a Detectron2 model (see the module).
 
     cfg: when given, the model must have been exported from a config of the same sizes and
-    classes (metadata.check_fits), and the score threshold and small-segment area are taken
+    classes (metadata.check_fits; an unregistered DATASETS.TEST[0] gets the export's classes,
+    model_classes.use_model_classes), and the score threshold and small-segment area are taken
     from it (run-time values); else from the export's metadata. threads: onnxruntime's
     intra-op threads (None: onnxruntime's default)."""
 
@@ -77,6 +79,8 @@ class OnnxPanopticModel:
             raise ValueError(f"{path} has no {METADATA_KEY!r} metadata: it was not written by tools/export_model.py")
         self.metadata = json.loads(stored)
         if cfg is not None:
+            if self.metadata.get("classes"):
+                use_model_classes(self.metadata["classes"], cfg.DATASETS.TEST[0], path, check=False)
             check_fits(self.metadata, cfg, path)
             test = cfg.MODEL.DETR.TEST
             self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA

@@ -560,7 +560,7 @@ class DetrPanoptic(nn.Module):
         instance_queries' results, or None; ``semantic``: semantic_queries' results, or None)."""
         needed = []
         for i, (keep, _, _) in enumerate(kept):
-            use = keep & panoptic
+            use = keep.clone() if panoptic else torch.zeros_like(keep)  # no Tensor & bool: fvcore traces this
             if detections is not None:
                 use[detections[i][0]] = True
             if semantic is not None:
