@@ -165,6 +165,25 @@ def add_detr_panoptic_config(cfg):
     # Parameters, training and checkpoints keep the unfolded form.
     keys.MODEL.DETR.TEST.FOLD_BATCHNORM = True
 
+    # --- the panoptic merge rule (step 8) ---
+    # "reference": DETR's rule, per pixel the argmax of the kept queries' mask logits, stuff of
+    # one class merged, small segments dropped and their pixels given to the next best query
+    # (what converted official checkpoints were trained for; the COCO configs' rule).
+    # "score_weighted": Mask2Former's rule, per pixel the argmax of score x sigmoid(mask), a
+    # pixel kept only where its winner's sigmoid reaches MERGE_MASK_THRESHOLD, a query dropped
+    # when it wins less than MERGE_OVERLAP_THRESHOLD of its own mask; fewer duplicate and weak
+    # segments (modeling/score_weighted_merge.py). The exported model merges by the same rule.
+    keys.MODEL.DETR.TEST.MERGE = "reference"
+    # "score_weighted" only: the sigmoid a pixel's winner needs for the pixel to be its.
+    keys.MODEL.DETR.TEST.MERGE_MASK_THRESHOLD = 0.5
+    # "score_weighted" only: the fraction of a query's own mask (sigmoid >= MERGE_MASK_THRESHOLD)
+    # it must win in the argmax (Mask2Former's ratio), else it is dropped and its pixels are void.
+    keys.MODEL.DETR.TEST.MERGE_OVERLAP_THRESHOLD = 0.8
+    # "score_weighted" only: True gives a stuff segment the pixels it wins below
+    # MERGE_MASK_THRESHOLD (stuff regions do not lose pixels to void); False leaves them void.
+    keys.MODEL.DETR.TEST.MERGE_STUFF_FILLS_VOID = True
+    # --- end of the panoptic merge rule ---
+
     # DETR's training augmentation: with probability CROP.PROB (ours), resize the shortest
     # edge to one of INPUT.DETR.CROP_PRE_RESIZE, crop with INPUT.CROP, then the usual
     # multi-scale resize (INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN).

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..modeling import postprocessing
-from .metadata import METADATA_KEY, check_fits
+from .metadata import METADATA_KEY, check_fits, merge_settings
 
 
 def _flushing_denormals():
@@ -66,8 +66,9 @@ class OnnxPanopticModel:
     """An ONNX file written by tools/export_model.py, as a Detectron2 model (see the module).
 
     cfg: when given, the model must have been exported from a config of the same sizes and
-    classes (metadata.check_fits), and the score threshold and small-segment area are taken
-    from it (run-time values); else from the export's metadata. threads: onnxruntime's
+    classes (metadata.check_fits), and the score threshold, small-segment area and merge rule
+    (MODEL.DETR.TEST.MERGE*) are taken from it (run-time values); else from the export's
+    metadata (the reference rule for an export that records none). threads: onnxruntime's
     intra-op threads (None: onnxruntime's default)."""
 
     def __init__(self, path, cfg=None, threads=None):
@@ -81,9 +82,11 @@ class OnnxPanopticModel:
             check_fits(self.metadata, cfg, path)
             test = cfg.MODEL.DETR.TEST
             self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA
+            self.merge = merge_settings(cfg)
         else:
             self.score_threshold = self.metadata["score_threshold"]
             self.small_segment_area = self.metadata["small_segment_area"]
+            self.merge = self.metadata.get("merge", {"rule": "reference"})
         self.is_thing = torch.zeros(len(self.metadata["class_names"]), dtype=torch.bool)
         self.is_thing[self.metadata["thing_ids"]] = True
 
@@ -119,6 +122,7 @@ class OnnxPanopticModel:
             output_size,
             self.small_segment_area,
             self.metadata["mask_stride"],
+            **self.merge,
         )
 
     def __call__(self, batched_inputs):

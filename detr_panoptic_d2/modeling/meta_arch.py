@@ -123,6 +123,10 @@ class DetrPanoptic(nn.Module):
         thing_ids=None,
         object_score_thresh=0.85,
         small_segment_area=4,
+        merge="reference",
+        merge_mask_threshold=0.5,
+        merge_overlap_threshold=0.8,
+        merge_stuff_fills_void=True,
         panoptic_on=True,
         instances_on=False,
         semantic_on=False,
@@ -167,6 +171,9 @@ class DetrPanoptic(nn.Module):
             object_score_thresh, small_segment_area, panoptic_on, instances_on, semantic_on,
                 mask_score_floor, amp_dtype: inference settings, MODEL.DETR.TEST.* of the same
                 names (see detr_panoptic_d2/config.py).
+            merge, merge_mask_threshold, merge_overlap_threshold, merge_stuff_fills_void: the
+                panoptic merge rule and its settings (MODEL.DETR.TEST.MERGE*;
+                postprocessing.panoptic_merge).
             detections_per_image: most instances per image (TEST.DETECTIONS_PER_IMAGE).
             cpu_training_amp: on the CPU, train under bfloat16 autocast (SOLVER.AMP.ENABLED;
                 see ``training_autocast``).
@@ -243,6 +250,13 @@ class DetrPanoptic(nn.Module):
                 "panoptic_on and semantic_on (MODEL.DETR.TEST.PANOPTIC_ON, SEMANTIC_ON) need masks: give a "
                 "mask_head (MODEL.MASK_ON True), or turn them off for a box-only model"
             )
+        postprocessing.check_merge_rule(merge, merge_mask_threshold, merge_overlap_threshold)
+        self.merge = {
+            "rule": merge,
+            "mask_threshold": merge_mask_threshold,
+            "overlap_threshold": merge_overlap_threshold,
+            "stuff_fills_void": merge_stuff_fills_void,
+        }
         self.object_score_thresh = object_score_thresh
         self.small_segment_area = small_segment_area
         self.panoptic_on = panoptic_on
@@ -314,6 +328,10 @@ class DetrPanoptic(nn.Module):
             "thing_ids": _thing_ids(cfg),
             "object_score_thresh": d.TEST.OBJECT_SCORE_THRESH,
             "small_segment_area": d.TEST.SMALL_SEGMENT_AREA,
+            "merge": d.TEST.MERGE,
+            "merge_mask_threshold": d.TEST.MERGE_MASK_THRESHOLD,
+            "merge_overlap_threshold": d.TEST.MERGE_OVERLAP_THRESHOLD,
+            "merge_stuff_fills_void": d.TEST.MERGE_STUFF_FILLS_VOID,
             "panoptic_on": d.TEST.PANOPTIC_ON,
             "instances_on": d.TEST.INSTANCES_ON,
             "semantic_on": d.TEST.SEMANTIC_ON,
@@ -532,7 +550,7 @@ class DetrPanoptic(nn.Module):
                 keep, scores, classes = kept[i]
                 result["panoptic_seg"] = postprocessing.panoptic_merge(
                     mask_logits[i][rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
-                    self.small_segment_area, stride,
+                    self.small_segment_area, stride, **self.merge,
                 )
             if self.instances_on:
                 det_masks = mask_logits[i][rows[detections[i][0]]] if mask_logits is not None else None
@@ -606,7 +624,8 @@ class DetrPanoptic(nn.Module):
                 rows, cols = postprocessing.image_cells(image_size, stride)
                 valid_masks = masks[i][:, :rows, :cols]
                 panoptic = postprocessing.panoptic_merge(
-                    masks[i], scores, classes, self.is_thing, image_size, output_size, self.small_segment_area, stride
+                    masks[i], scores, classes, self.is_thing, image_size, output_size, self.small_segment_area, stride,
+                    **self.merge,
                 )
             steps.append(
                 ImageSteps(

@@ -45,6 +45,10 @@ model = L(DetrPanoptic)(
     thing_ids=L(thing_class_ids)(dataset_name="${dataloader.test.dataset.names}"),
     object_score_thresh=0.85,
     small_segment_area=4,
+    merge="reference",  # the panoptic merge rule, or "score_weighted" (detr_panoptic_d2/config.py, MODEL.DETR.TEST.MERGE)
+    merge_mask_threshold=0.5,
+    merge_overlap_threshold=0.8,
+    merge_stuff_fills_void=True,
     panoptic_on=True,
     instances_on=False,
     semantic_on=False,
