@@ -11,8 +11,9 @@ AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16
 
 
 def add_detr_panoptic_config(cfg):
-    """Adds the MODEL.DETR, INPUT.DETR, INPUT.CROP.PROB, DATALOADER.SKIP_BAD_SAMPLES and
-    SOLVER keys this project reads to ``cfg``, in place, and returns it.
+    """Adds the MODEL.DETR, MODEL.RESNETS.BASIC_BLOCKS_PER_STAGE, INPUT.DETR, INPUT.CROP.PROB,
+    DATALOADER.SKIP_BAD_SAMPLES, DATALOADER.CACHE_DECODED and SOLVER keys this project reads to
+    ``cfg``, in place, and returns it.
 
     Keys already there (another plugin's under MODEL.DETR, say) are kept; one that this
     project also defines must already hold the same default, else ValueError names it."""
@@ -164,6 +165,23 @@ def add_detr_panoptic_config(cfg):
     # rounding, 11% less backbone time in R50 800x1066 inference (README, "Performance").
     # Parameters, training and checkpoints keep the unfolded form.
     keys.MODEL.DETR.TEST.FOLD_BATCHNORM = True
+
+    # --- the BasicBlock ResNet of any width (MODEL.BACKBONE.NAME "build_basic_resnet_backbone",
+    # modeling/narrow_resnet.py; a cheaper backbone for small data such as the shapes demo) ---
+    # It reads MODEL.RESNETS.STEM_OUT_CHANNELS and RES2_OUT_CHANNELS (any width, doubled per
+    # stage: 32 is half R18's), NORM and OUT_FEATURES, and these blocks per stage from res2 on
+    # (R18: [2, 2, 2, 2]; stages after the last of OUT_FEATURES are not built).
+    keys.MODEL.RESNETS = CN()
+    keys.MODEL.RESNETS.BASIC_BLOCKS_PER_STAGE = [2, 2, 2, 2]
+    # --- end of the BasicBlock ResNet ---
+
+    # --- the in-memory sample cache (data/dataset_mapper.py) ---
+    # True: the dataset mapper keeps each file's decoded and checked image and panoptic PNG in
+    # memory after its first use, so later epochs skip decoding; augmentations still run per
+    # sample (the same samples as without it). About 6 bytes per training pixel per worker:
+    # for small datasets seen many times (the shapes demo).
+    keys.DATALOADER.CACHE_DECODED = False
+    # --- end of the in-memory sample cache ---
 
     # --- the panoptic merge rule (step 8) ---
     # "reference": DETR's rule, per pixel the argmax of the kept queries' mask logits, stuff of
