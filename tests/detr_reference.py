@@ -12,7 +12,7 @@ from torch import nn
 from transformers import DetrConfig, DetrForObjectDetection, DetrForSegmentation, ResNetConfig
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
-from detr_panoptic_d2.benchmark.mask_separation import recentre_on_queries_
+from detr_panoptic_d2.testing import recentre_on_queries_
 
 
 def tiny_hf_detr(num_labels=5, masks=True, seed=0, bottleneck=False, position_embedding="sine"):

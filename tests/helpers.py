@@ -8,8 +8,8 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from detr_panoptic_d2 import add_detr_panoptic_config
-from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.testing import calibrate_kept_queries
 
 
 def model_from_config_file(path):
@@ -114,9 +114,10 @@ def register_tiny_panoptic_metadata(name=TINY_PANOPTIC):
 
 
 def load_tool(name):
-    """Imports ``tools/<name>.py`` (the tools are scripts, not a package) as a module."""
+    """Imports ``tools/<name>.py`` (the tools are scripts, not a package) as a module; ``name``
+    may name a subfolder, as "dev/plot_convergence"."""
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"tools_{name}", path)
+    spec = importlib.util.spec_from_file_location("tools_" + name.replace("/", "_"), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -6,9 +6,8 @@ import torch
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
-from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
-from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries
 from detr_panoptic_d2.modeling.batchnorm_folding import fold, foldable_convolutions, folded_batchnorm
+from detr_panoptic_d2.testing import calibrate_kept_queries, separate_query_masks_
 
 from .helpers import make_input, model_from_config_file, tiny_cfg
 from .test_export import assert_same_panoptic

@@ -1,4 +1,4 @@
-"""The benchmark tool (tools/benchmark.py, detr_panoptic_d2.benchmark): it runs, its JSON has
+"""The benchmark tool (tools/benchmark.py, benchmarks/): it runs, its JSON has
 the promised fields, and its parts (stage timer, statistics, synthetic inputs, kept-query
 calibration, peak memory) do what they say. Nothing here asserts a speed."""
 import contextlib
@@ -13,11 +13,12 @@ import torch
 from detectron2.modeling import build_model
 from torch import nn
 
-from detr_panoptic_d2.benchmark.cli import main
-from detr_panoptic_d2.benchmark.memory import PeakMemory
-from detr_panoptic_d2.benchmark.stage_timer import StageTimer
-from detr_panoptic_d2.benchmark.stats import summarize
-from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries, synthetic_batch
+from benchmarks.cli import main
+from benchmarks.memory import PeakMemory
+from benchmarks.stage_timer import StageTimer
+from benchmarks.stats import summarize
+from benchmarks.synthetic import synthetic_batch
+from detr_panoptic_d2.testing import calibrate_kept_queries
 
 from .conftest import ROOT
 from .helpers import tiny_cfg
@@ -97,13 +98,13 @@ def test_outputs_choice_and_queries_above_floor_set_the_mask_head_rows(outputs, 
 def test_module_entry_point_has_help():
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
-        [sys.executable, "-m", "detr_panoptic_d2.benchmark", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0 and "--compare-all-queries" in proc.stdout and "--kept-queries" in proc.stdout
 
 
 def test_notes_warn_about_all_query_outputs_and_a_busy_machine():
-    from detr_panoptic_d2.benchmark.cli import _notes
+    from benchmarks.cli import _notes
 
     cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
     quiet = {"cpu_count": 2, "load_average_1min": 0.2}
@@ -241,7 +242,7 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 
 def test_reference_and_baseline_models_share_weights_and_differ_by_their_overrides():
-    from detr_panoptic_d2.benchmark.models import REFERENCE, build_models, load_cfg
+    from benchmarks.models import REFERENCE, build_models, load_cfg
 
     cfg = load_cfg("configs/coco/detr_R50_panoptic.yaml", TINY_OPTS + ["MODEL.DETR.FROZEN_WEIGHTS", ""], "cpu")
     cfg.MODEL.DETR.CHANNELS_LAST = True
@@ -259,7 +260,7 @@ def test_reference_and_baseline_models_share_weights_and_differ_by_their_overrid
 def test_training_runs_detectron2s_trainer_step():
     from detectron2.engine import SimpleTrainer
 
-    from detr_panoptic_d2.benchmark.training import build_trainer
+    from benchmarks.training import build_trainer
 
     model = build_model(tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -269,7 +270,7 @@ def test_training_runs_detectron2s_trainer_step():
 
 
 def test_cpu_bfloat16_training_builds_the_model_with_its_own_autocast(monkeypatch):
-    from detr_panoptic_d2.benchmark import training
+    from benchmarks import training
 
     seen = []
     build_trainer = training.build_trainer

@@ -1,5 +1,5 @@
-"""The tools of the convergence study: tools/sweep_score_threshold.py (PQ per score threshold
-on a held-out split) and tools/plot_convergence.py (PQ against training time)."""
+"""The tools of the convergence study: tools/dev/sweep_score_threshold.py (PQ per score threshold
+on a held-out split) and tools/dev/plot_convergence.py (PQ against training time)."""
 import json
 
 import pytest
@@ -16,7 +16,7 @@ def test_sweep_evaluates_once_per_threshold_with_that_threshold(tiny_shapes, tmp
     torch.manual_seed(0)
     torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "model.pth")
     cfg_file = write_cfg(cfg, tmp_path / "cfg.yaml")
-    sweep = load_tool("sweep_score_threshold")
+    sweep = load_tool("dev/sweep_score_threshold")
     seen = []
 
     def recording(model, loader, evaluator):
@@ -47,7 +47,7 @@ def _metrics(path, evaluations, seconds):
 def test_plot_times_evaluations_by_the_runs_own_or_given_seconds_per_iteration(tmp_path, capsys):
     a = _metrics(tmp_path / "a", [(49, 20.0), (99, 40.0)], 0.5)
     b = _metrics(tmp_path / "b", [(100, 50.0)], 0.9)  # the final evaluation, logged at MAX_ITER
-    plot = load_tool("plot_convergence")
+    plot = load_tool("dev/plot_convergence")
     plot.main([f"{a}:baseline", f"{b}:groups:0.25", "--output", str(tmp_path / "curve.png")])
     out = capsys.readouterr().out
     assert "| baseline | 0.500 | 50: 20.0 (10.0 / 30.0), 100: 40.0 (30.0 / 50.0) |" in out

@@ -9,7 +9,7 @@ from detectron2.data.detection_utils import read_image
 from panopticapi.utils import rgb2id
 from PIL import Image
 
-from detr_panoptic_d2.inference_cli import build_predictor, setup_inference_cfg
+from detr_panoptic_d2.predict.cli import build_predictor, setup_inference_cfg
 from tests.helpers import load_tool, write_image, write_tiny_panoptic_model
 
 demo = load_tool("demo")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from detr_panoptic_d2.demo import images as demo_images
-from detr_panoptic_d2.demo.outputs import DemoOutputs
-from detr_panoptic_d2.inference_cli import setup_inference_cfg
+from detr_panoptic_d2.predict import images as demo_images
+from detr_panoptic_d2.predict.cli import setup_inference_cfg
+from detr_panoptic_d2.predict.outputs import DemoOutputs
 
 from .conftest import ROOT
 from .helpers import load_tool, write_image, write_tiny_panoptic_model

@@ -4,7 +4,7 @@ than the backbone's stride; the export records what inference needs; bad input i
 
 Random weights give masks of all queries that agree to about 1e-5, so which query wins a pixel
 would be decided by float rounding; ``separate_query_masks_`` makes them differ as a trained
-model's do (see benchmark/synthetic.py). Images whose res5 grid is 1 x 1 (at most 32 px a
+model's do (see detr_panoptic_d2/testing/mask_separation.py). Images whose res5 grid is 1 x 1 (at most 32 px a
 side) are left out on purpose: there every DETR query has the same box embedding (the decoder
 attends to one token), so all masks tie exactly and rounding picks the winner.
 """
@@ -21,11 +21,11 @@ from PIL import Image
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.engine import DetrTrainer
-from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
 from detr_panoptic_d2.export import OPSET, ExportedPredictor, OnnxPanopticModel, export_onnx
 from detr_panoptic_d2.export.compare import panoptic_agreement
 from detr_panoptic_d2.export.runtime import _session, denormals_flushed
-from detr_panoptic_d2.inference_cli import setup_inference_cfg
+from detr_panoptic_d2.predict.cli import setup_inference_cfg
+from detr_panoptic_d2.testing import separate_query_masks_
 
 from .helpers import (
     keep_queries_,
@@ -322,7 +322,7 @@ def test_train_net_evaluates_an_onnx_model_as_the_pytorch_model(tiny_shapes, tmp
 
 
 def test_benchmark_times_onnxruntime_next_to_pytorch(tmp_path, capsys):
-    from detr_panoptic_d2.benchmark.cli import main
+    from benchmarks.cli import main
 
     from .test_benchmark import TINY_OPTS
 

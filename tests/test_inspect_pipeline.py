@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from detr_panoptic_d2.inspection import trace_pipeline
-from detr_panoptic_d2.inference_cli import build_predictor, setup_inference_cfg
+from detr_panoptic_d2.predict.cli import build_predictor, setup_inference_cfg
 from tests.helpers import load_tool, write_image, write_tiny_panoptic_model
 
 inspect_tool = load_tool("inspect_pipeline")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from detectron2.modeling import build_model
 
-from detr_panoptic_d2.benchmark.inference import compare_outputs
-from detr_panoptic_d2.benchmark.synthetic import fit_class_head
+from benchmarks.inference import compare_outputs
 from detr_panoptic_d2.modeling import postprocessing
+from detr_panoptic_d2.testing import fit_class_head
 
 from .helpers import make_input, tiny_cfg
 

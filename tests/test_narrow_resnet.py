@@ -89,7 +89,7 @@ def test_bad_settings_are_named():
 
 def test_benchmark_times_the_narrow_backbone_against_r18_on_their_own_weights():
     """tools/benchmark.py --baseline with another width: each model gets its own seeded weights."""
-    from detr_panoptic_d2.benchmark.models import build_models
+    from benchmarks.models import build_models
 
     cfg, _ = load_config("configs/shapes/detr_R18_shapes.yaml", NARROW)
     r18 = ["MODEL.BACKBONE.NAME", "build_resnet_backbone", "MODEL.RESNETS.STEM_OUT_CHANNELS", "64",

@@ -8,9 +8,8 @@ from detectron2.modeling import build_model
 
 from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
 from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
-from detr_panoptic_d2.benchmark.mask_separation import separate_query_masks_
-from detr_panoptic_d2.benchmark.synthetic import calibrate_kept_queries, fit_class_head
 from detr_panoptic_d2.modeling.postprocessing import select_queries
+from detr_panoptic_d2.testing import calibrate_kept_queries, fit_class_head, separate_query_masks_
 
 from .helpers import make_input, model_from_config_file, tiny_cfg
 from .test_export import assert_same_panoptic

@@ -20,8 +20,8 @@ import sys
 import torch.multiprocessing as mp
 from detectron2.engine import launch
 
-from detr_panoptic_d2.demo import run_demo_process
-from detr_panoptic_d2.inference_cli import add_inference_arguments
+from detr_panoptic_d2.predict import run_demo_process
+from detr_panoptic_d2.predict.cli import add_inference_arguments
 
 
 def get_parser():

@@ -19,7 +19,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
-from detr_panoptic_d2.inference_cli import setup_inference_cfg
+from detr_panoptic_d2.predict.cli import setup_inference_cfg
 
 logger = logging.getLogger("detr_panoptic_d2")
 FORMATS = ["onnx", "torch-export"]

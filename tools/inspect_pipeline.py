@@ -10,16 +10,14 @@ Writes <output>/<image name>/index.html (open it in a browser) with its PNGs, an
 <output>/index.html linking the pages.
 """
 import argparse
-import html
 import os
 import sys
-from urllib.parse import quote
 
 from tqdm import tqdm
 
 from detr_panoptic_d2.data.image_io import read_image
-from detr_panoptic_d2.inspection import trace_pipeline, write_pipeline_page
-from detr_panoptic_d2.inference_cli import add_inference_arguments, start_inference_tool
+from detr_panoptic_d2.inspection import trace_pipeline, write_index_page, write_pipeline_page
+from detr_panoptic_d2.predict.cli import add_inference_arguments, start_inference_tool
 
 
 def get_parser():
@@ -31,16 +29,14 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     paths, predictor, metadata = start_inference_tool(args)
-    links = []
+    pages = []
     for path in tqdm(paths, desc="images", unit="img"):
         image = read_image(path, format="BGR")
         name = os.path.splitext(os.path.basename(path))[0]
         trace = trace_pipeline(predictor, image)
         write_pipeline_page(trace, image[:, :, ::-1], metadata, os.path.join(args.output, name), os.path.basename(path))
-        links.append(f'<li><a href="{quote(name)}/index.html">{html.escape(os.path.basename(path))}</a></li>')
-    with open(os.path.join(args.output, "index.html"), "w", encoding="utf-8") as f:
-        f.write('<!DOCTYPE html><html><head><meta charset="utf-8"><title>DETR pipeline</title></head><body>')
-        f.write("<h1>DETR panoptic pipeline</h1><ul>" + "".join(links) + "</ul></body></html>\n")
+        pages.append((name, os.path.basename(path)))
+    write_index_page(pages, args.output)
     return 0
 
 

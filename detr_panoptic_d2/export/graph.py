@@ -1,4 +1,5 @@
-"""The exported graph: DetrPanoptic inference on one image, steps 1-7 and query selection.
+"""The exported graph: DetrPanoptic inference on one image, steps 1-7 and query selection,
+through the model's own ``normalize``, ``detect``, ``select_queries`` and ``segment``.
 
 ``PanopticGraph`` wraps a DetrPanoptic for tracing. It takes one image exactly as the
 model's ``forward`` receives it (uint8 C x H x W in INPUT.FORMAT, after the test-time
@@ -52,8 +53,7 @@ class PanopticGraph(nn.Module):
         w, h) of all N queries, then per mask row: queries T int64 (ascending), valid T bool
         (passes the threshold), mask_logits T x ceil(H/s) x ceil(W/s) (s: mask stride)."""
         model = self.model
-        x = (image.to(torch.float32) - model.pixel_mean) / model.pixel_std
-        out = model.detect(x[None], None)
+        out = model.detect(model.normalize(image)[None], None)
         keep, scores, classes = postprocessing.select_queries(out.logits[-1, 0], score_threshold)
         if self.top_k is None:
             first = torch.arange(keep.shape[0], device=keep.device) == 0

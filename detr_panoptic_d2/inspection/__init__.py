@@ -1,6 +1,6 @@
 """The pipeline inspector: records what each step of DetrPanoptic produces for an image
 (trace.py) and shows it as an HTML page with PNGs (page.py)."""
-from .page import write_pipeline_page
+from .page import write_index_page, write_pipeline_page
 from .trace import PipelineTrace, TracedObject, trace_pipeline
 
-__all__ = ["PipelineTrace", "TracedObject", "trace_pipeline", "write_pipeline_page"]
+__all__ = ["PipelineTrace", "TracedObject", "trace_pipeline", "write_index_page", "write_pipeline_page"]

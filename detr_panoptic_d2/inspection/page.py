@@ -1,4 +1,5 @@
-"""The pipeline inspector's page: an HTML file with PNGs showing each step for one image.
+"""The pipeline inspector's pages: an HTML file with PNGs showing each step for one image, and
+the index page linking them.
 
 Sections: the input; the encoded image (3-component PCA as RGB, and per-position norm); per
 kept object its box and class, its M attention heat-maps over the encoded image, its mask
@@ -6,6 +7,7 @@ logits after the FPN-style head and its binary mask; the final argmax panoptic m
 """
 import html
 import os
+from urllib.parse import quote
 
 import numpy as np
 import torch
@@ -129,3 +131,14 @@ def write_pipeline_page(trace, image_rgb, metadata, out_dir, title):
             f"<style>{PAGE_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
         )
     return page
+
+
+def write_index_page(pages, out_dir):
+    """Writes ``out_dir/index.html`` linking the pipeline pages: ``pages`` is a list of
+    (folder name under ``out_dir`` holding the page, link text). Returns the file's path."""
+    links = "".join(f'<li><a href="{quote(name)}/index.html">{html.escape(text)}</a></li>' for name, text in pages)
+    path = os.path.join(out_dir, "index.html")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('<!DOCTYPE html><html><head><meta charset="utf-8"><title>DETR pipeline</title></head><body>')
+        f.write("<h1>DETR panoptic pipeline</h1><ul>" + links + "</ul></body></html>\n")
+    return path

@@ -1,16 +1,20 @@
-"""The set criterion: DETR's losses on Hungarian-matched prediction/target pairs.
+"""The set criterion: every training loss of DetrPanoptic, from the model's predictions and the
+targets; the meta-architecture calls it once per batch (``SetCriterion.forward``).
 
+Matching: each image's last-layer predictions are matched one-to-one to its targets (Hungarian,
+matcher.py); with deep supervision every other decoder layer is matched on its own too.
 Classification: cross-entropy over K+1 classes on all N queries (unmatched ones must say
 "no object", weighted NO_OBJECT_WEIGHT). Boxes: L1 and GIoU on matched pairs. Masks: sigmoid
-focal + dice on matched pairs, with the predicted stride-4 logits upsampled to the padded
-image size. Box and mask sums are divided by the number of target segments in the whole
-batch, averaged over workers.
+focal + dice on the last layer's matched pairs, with the predicted stride-4 logits upsampled to
+the padded image size. Box and mask sums are divided by the number of target segments in the
+whole batch, averaged over workers.
 
 With query groups (Group DETR) each group of an image is matched on its own and the class and
 box losses are averaged over the groups: group g of image b is treated as image b*G + g with
 its own copy of b's targets, normalized by G times the number of target segments (the class
 loss's weighted mean averages over groups by itself: every group has the same matched targets,
-hence the same total weight).
+hence the same total weight). Mask losses cover the first group's matches, or every group's
+(``mask_loss_all_groups``, normalized by G times the segments).
 """
 import torch
 import torch.nn.functional as F
@@ -45,7 +49,28 @@ def matched_pairs(indices):
 
 
 class SetCriterion(nn.Module):
-    """Computes DETR's weighted losses; keys are Detectron2-style ``loss_*``."""
+    """Computes DETR's weighted losses; keys are Detectron2-style ``loss_*``.
+
+    ``forward(outputs, targets)`` takes the predictions as a dict, so that a training-only
+    kind of query is one more entry, not a change to the meta-architecture's loss code:
+
+    - "pred_logits": L x B x (G*N) x (K+1) and "pred_boxes": L x B x (G*N) x 4, every decoder
+      layer's class logits and boxes (normalized cx, cy, w, h), the last layer last;
+    - "query_groups": G, the query groups the G*N queries form (1: none);
+    - "pred_masks": None for a box-only model, else a function ``(batch_idx, query_idx) ->
+      T x h x w`` float32 mask logits of the given (image, query) pairs (T long tensors each):
+      the mask head runs on the matched queries only;
+    - "encoder_semantic" (optional): a function ``targets -> loss dict``, the training-only
+      dense head on the encoded image with its own loss (encoder_supervision.py);
+    - "assigned" (optional): the extension point for queries whose targets are known without
+      matching, as DN-DETR's denoising queries (noised ground truth fed to the decoder): a dict
+      name -> {"pred_logits": L x B x Q x (K+1), "pred_boxes": L x B x Q x 4, "indices": per
+      image (query_idx, target_idx) long tensors, "normalizer": the factor on the number of
+      target segments, e.g. the number of denoising groups}. Each gets the class and box losses
+      at the given pairs on every layer (``assigned_losses``), keys suffixed "_<name>" (and
+      "_<name>_<layer>" below the last with deep supervision); its queries without a target
+      must say "no object", as unmatched ones do.
+    """
 
     def __init__(
         self,
@@ -59,6 +84,8 @@ class SetCriterion(nn.Module):
         dice_weight=1.0,
         focal_alpha=0.25,
         focal_gamma=2.0,
+        deep_supervision=True,
+        mask_loss_all_groups=False,
     ):
         """
         Args:
@@ -75,6 +102,10 @@ class SetCriterion(nn.Module):
                 (MODEL.DETR.MASK_WEIGHT, DICE_WEIGHT; paper 1 and 1).
             focal_alpha, focal_gamma: the sigmoid focal loss's alpha and gamma
                 (MODEL.DETR.FOCAL_ALPHA, FOCAL_GAMMA).
+            deep_supervision: class and box losses on every decoder layer, suffixed "_<layer>",
+                not only the last (MODEL.DETR.DEEP_SUPERVISION).
+            mask_loss_all_groups: with query groups, mask losses on every group's matches, not
+                only the first group's (MODEL.DETR.MASK_LOSS_ALL_GROUPS).
         """
         super().__init__()
         self.num_classes = num_classes
@@ -86,6 +117,8 @@ class SetCriterion(nn.Module):
         self.dice_weight = dice_weight
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
+        self.deep_supervision = deep_supervision
+        self.mask_loss_all_groups = mask_loss_all_groups
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         self.register_buffer("empty_weight", empty_weight, persistent=False)
@@ -115,6 +148,31 @@ class SetCriterion(nn.Module):
         )
         return l1, giou / num_boxes
 
+    def forward(self, outputs, targets, detector_losses=True):
+        """The weighted loss dict of a batch. outputs: the dict described in the class
+        docstring; targets: per image "labels" (n), "boxes" (n x 4 normalized cxcywh) and
+        "masks" (n x H x W bool, padded to the batch). detector_losses False (a frozen
+        detector, stage 2): the last layer is matched for the mask losses, and no class or box
+        loss is computed."""
+        logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
+        groups = outputs.get("query_groups", 1)
+        num_boxes = self.num_boxes(targets, logits.device)
+        losses = {}
+        if detector_losses:
+            indices, losses = self.layer_losses(logits[-1], boxes[-1], targets, num_boxes, groups=groups)
+            if self.deep_supervision:
+                for i in range(len(logits) - 1):
+                    losses.update(self.layer_losses(logits[i], boxes[i], targets, num_boxes, f"_{i}", groups)[1])
+            for name, assigned in outputs.get("assigned", {}).items():
+                losses.update(self.assigned_losses(assigned, targets, num_boxes, name))
+        else:
+            indices = self.matcher(logits[-1], boxes[-1], targets, groups)
+        if outputs.get("encoder_semantic") is not None:
+            losses.update(outputs["encoder_semantic"](targets))
+        if outputs.get("pred_masks") is not None:
+            losses.update(self.matched_mask_losses(outputs["pred_masks"], targets, indices, groups, logits.shape[2], num_boxes))
+        return losses
+
     def layer_losses(self, logits, boxes, targets, num_boxes, suffix="", groups=1):
         """Class and box losses of one decoder layer. logits: B x (G*N) x (K+1), boxes:
         B x (G*N) x 4 for ``groups`` = G query groups (see the module docstring).
@@ -122,14 +180,41 @@ class SetCriterion(nn.Module):
         indices = self.matcher(logits, boxes, targets, groups)
         logits, boxes = groups_as_images(logits, groups), groups_as_images(boxes, groups)
         targets = [t for t in targets for _ in range(groups)]
-        num_boxes = num_boxes * groups
+        return indices, self._weighted(logits, boxes, targets, indices, num_boxes * groups, suffix)
+
+    def _weighted(self, logits, boxes, targets, indices, num_boxes, suffix):
+        """The weighted class and box losses at the given (query, target) pairs."""
         l1, giou = self.box_losses(boxes, targets, indices, num_boxes)
-        losses = {
+        return {
             "loss_ce" + suffix: self.class_weight * self.class_loss(logits, targets, indices),
             "loss_bbox" + suffix: self.l1_weight * l1,
             "loss_giou" + suffix: self.giou_weight * giou,
         }
-        return indices, losses
+
+    def assigned_losses(self, assigned, targets, num_boxes, name):
+        """Class and box losses of queries with known targets (the "assigned" entry of
+        ``forward``'s outputs, see the class docstring) on every supervised layer."""
+        indices, num = assigned["indices"], num_boxes * assigned.get("normalizer", 1)
+        layers = range(len(assigned["pred_logits"])) if self.deep_supervision else [-1]
+        last = len(assigned["pred_logits"]) - 1
+        losses = {}
+        for i in layers:
+            suffix = f"_{name}" if i in (-1, last) else f"_{name}_{i}"
+            losses.update(self._weighted(assigned["pred_logits"][i], assigned["pred_boxes"][i], targets, indices, num, suffix))
+        return losses
+
+    def matched_mask_losses(self, segment, targets, indices, groups, num_queries, num_boxes):
+        """Mask losses of matched queries. segment: ``(batch_idx, query_idx) -> T x h x w`` mask
+        logits; indices: the matcher's B*G pairs of the last layer (group g of image b at
+        b*G + g, query numbers within the group); num_queries: G*N."""
+        # indices[k]: group k % G of image k // G, query numbers within the group.
+        supervised = range(len(indices)) if self.mask_loss_all_groups else range(0, len(indices), groups)
+        n = num_queries // groups
+        batch_idx = torch.cat([torch.full_like(indices[k][0], k // groups) for k in supervised])
+        query_idx = torch.cat([indices[k][0] + (k % groups) * n for k in supervised])
+        mask_logits = segment(batch_idx, query_idx)
+        target_masks = torch.cat([targets[k // groups]["masks"][indices[k][1]] for k in supervised])
+        return self.mask_losses(mask_logits, target_masks, num_boxes * (groups if self.mask_loss_all_groups else 1))
 
     def mask_losses(self, mask_logits, target_masks, num_boxes):
         """mask_logits: T x h x w predicted logits of matched queries (stride 4);

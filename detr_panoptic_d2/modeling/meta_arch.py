@@ -21,6 +21,7 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 semantic outputs); ``inference_steps`` returns what every step produced, per image.
 """
 import contextlib
+import functools
 from typing import List, Optional
 
 import torch
@@ -114,9 +115,7 @@ class DetrPanoptic(nn.Module):
         position_encoding: Optional[nn.Module] = None,
         mask_head=None,
         channels_last=False,
-        deep_supervision=True,
         train_query_groups=1,
-        mask_loss_all_groups=False,
         encoder_semantic_weight=0.0,
         frozen_weights="",
         all_queries=False,
@@ -144,7 +143,8 @@ class DetrPanoptic(nn.Module):
             num_classes: K, things and stuff (MODEL.DETR.NUM_CLASSES); the class head has K+1
                 outputs, the last being "no object".
             num_queries: N, object queries (MODEL.DETR.NUM_OBJECT_QUERIES).
-            criterion: the SetCriterion giving the training losses.
+            criterion: the SetCriterion giving every training loss (matching, deep supervision,
+                query groups, mask losses of the matched queries).
             pixel_mean, pixel_std: per-channel normalization of the input images
                 (MODEL.PIXEL_MEAN, MODEL.PIXEL_STD).
             in_feature: the backbone output the transformer reads (MODEL.DETR.IN_FEATURE); "":
@@ -157,9 +157,8 @@ class DetrPanoptic(nn.Module):
                 for a box-only model (MODEL.MASK_ON).
             channels_last: run the backbone in channels-last memory format
                 (MODEL.DETR.CHANNELS_LAST); the same values up to float rounding.
-            deep_supervision: losses on every decoder layer (MODEL.DETR.DEEP_SUPERVISION).
-            train_query_groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS).
-            mask_loss_all_groups: mask losses on every group (MODEL.DETR.MASK_LOSS_ALL_GROUPS).
+            train_query_groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS);
+                the criterion matches and supervises each group on its own.
             encoder_semantic_weight: weight of the training-only dense semantic loss on the
                 encoded image, 0 = none (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT;
                 encoder_supervision.py).
@@ -224,7 +223,6 @@ class DetrPanoptic(nn.Module):
             EncoderSemanticLoss(hidden_dim, num_classes, encoder_semantic_weight) if encoder_semantic_weight else None
         )
         self.register_load_state_dict_pre_hook(drop_unused_training_weights)
-        self.mask_loss_all_groups = mask_loss_all_groups
         self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
         self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
         if mask_head is not None and not isinstance(mask_head, nn.Module):
@@ -232,7 +230,6 @@ class DetrPanoptic(nn.Module):
         self.mask_head = mask_head
         self.criterion = criterion
         self.num_classes = num_classes
-        self.deep_supervision = deep_supervision
         self.all_queries = all_queries
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -297,6 +294,8 @@ class DetrPanoptic(nn.Module):
             dice_weight=d.DICE_WEIGHT,
             focal_alpha=d.FOCAL_ALPHA,
             focal_gamma=d.FOCAL_GAMMA,
+            deep_supervision=d.DEEP_SUPERVISION,
+            mask_loss_all_groups=d.MASK_LOSS_ALL_GROUPS,
         )
         transformer = Transformer(
             d_model=d.HIDDEN_DIM,
@@ -319,9 +318,7 @@ class DetrPanoptic(nn.Module):
             "position_encoding": build_position_encoding(d.POSITION_EMBEDDING, d.HIDDEN_DIM),
             "mask_head": build_mask_head(cfg, backbone.output_shape()) if cfg.MODEL.MASK_ON else None,
             "channels_last": d.CHANNELS_LAST,
-            "deep_supervision": d.DEEP_SUPERVISION,
             "train_query_groups": d.TRAIN_QUERY_GROUPS,
-            "mask_loss_all_groups": d.MASK_LOSS_ALL_GROUPS,
             "encoder_semantic_weight": d.ENCODER_SEMANTIC_WEIGHT,
             "frozen_weights": d.FROZEN_WEIGHTS,
             "all_queries": d.MASK_HEAD.ALL_QUERIES,
@@ -367,9 +364,14 @@ class DetrPanoptic(nn.Module):
         for _, p in self.detector_parameters():
             p.requires_grad_(False)
 
+    def normalize(self, image):
+        """C x H x W image (INPUT.FORMAT, any dtype) -> float32 on the model's device, normalized
+        by MODEL.PIXEL_MEAN and PIXEL_STD."""
+        return (image.to(self.device, torch.float32) - self.pixel_mean) / self.pixel_std
+
     def preprocess_image(self, batched_inputs):
         """Normalizes and pads the images. Returns (ImageList, padding mask B x H x W bool)."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
+        images = [self.normalize(x["image"]) for x in batched_inputs]
         images = ImageList.from_tensors(
             images, self.backbone.size_divisibility, padding_constraints=self.backbone.padding_constraints
         )
@@ -464,43 +466,26 @@ class DetrPanoptic(nn.Module):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_training_amp and self.device.type == "cpu")
 
     def losses(self, batched_inputs, images, padding_mask):
-        """The weighted loss dict of a batch. With G query groups, each group is matched to the
-        targets on its own and gets every class and box loss; the losses are averaged over the
-        groups. Mask losses cover the first group's matches (all groups' with
-        MASK_LOSS_ALL_GROUPS). With ENCODER_SEMANTIC_WEIGHT, the encoded image's dense
-        semantic loss is added."""
+        """The weighted loss dict of a batch (``criterion``, see SetCriterion.forward): steps
+        1-5 on every query, the mask head (steps 6-7) on the matched ones."""
         targets = self.prepare_targets(batched_inputs, images)
         with torch.set_grad_enabled(not self.frozen_detector), self.training_autocast():
             out = self.detect(images.tensor, padding_mask)
-        num_boxes = self.criterion.num_boxes(targets, self.device)
-        groups = out.logits.shape[2] // self.query_embed.num_embeddings
-        losses = {}
-        if self.frozen_detector:
-            indices = self.criterion.matcher(out.logits[-1], out.boxes[-1], targets)
-        else:
-            indices, losses = self.criterion.layer_losses(
-                out.logits[-1], out.boxes[-1], targets, num_boxes, groups=groups
-            )
-            if self.deep_supervision:
-                for i in range(len(out.logits) - 1):
-                    _, aux = self.criterion.layer_losses(
-                        out.logits[i], out.boxes[i], targets, num_boxes, f"_{i}", groups
-                    )
-                    losses.update(aux)
-        if self.encoder_semantic is not None:
-            losses.update(self.encoder_semantic(out.memory, out.memory_mask, targets))
-        if self.mask_head is not None:
-            # indices[k]: group k % G of image k // G, query numbers within the group.
-            supervised = range(len(indices)) if self.mask_loss_all_groups else range(0, len(indices), groups)
-            n = self.query_embed.num_embeddings
-            batch_idx = torch.cat([torch.full_like(indices[k][0], k // groups) for k in supervised])
-            query_idx = torch.cat([indices[k][0] + (k % groups) * n for k in supervised])
-            with self.training_autocast():
-                mask_logits = self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
-            target_masks = torch.cat([targets[k // groups]["masks"][indices[k][1]] for k in supervised])
-            norm = num_boxes * (groups if self.mask_loss_all_groups else 1)
-            losses.update(self.criterion.mask_losses(mask_logits, target_masks, norm))
-        return losses
+        outputs = {
+            "pred_logits": out.logits,
+            "pred_boxes": out.boxes,
+            "query_groups": out.logits.shape[2] // self.query_embed.num_embeddings,
+            "pred_masks": None if self.mask_head is None else functools.partial(self._training_masks, out),
+            "encoder_semantic": None
+            if self.encoder_semantic is None
+            else functools.partial(self.encoder_semantic, out.memory, out.memory_mask),
+        }
+        return self.criterion(outputs, targets, detector_losses=not self.frozen_detector)
+
+    def _training_masks(self, out, batch_idx, query_idx):
+        """Mask logits (float32) of the (image, query) pairs the criterion supervises."""
+        with self.training_autocast():
+            return self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
 
     def prepare_targets(self, batched_inputs, images):
         """Per image: "labels" (n), "boxes" (n x 4 cxcywh normalized by the image size) and
@@ -517,13 +502,34 @@ class DetrPanoptic(nn.Module):
 
     @torch.no_grad()
     def inference(self, batched_inputs, images, out: DetrOutputs):
-        """Turns the last decoder layer's predictions into per-image Detectron2 results.
+        """Detectron2's outputs per image, from ``image_steps``: the "panoptic_seg",
+        "instances" and "sem_seg" that MODEL.DETR.TEST.*_ON turn on."""
+        outputs = ("panoptic_seg", self.panoptic_on), ("instances", self.instances_on), ("sem_seg", self.semantic_on)
+        steps = self.image_steps(batched_inputs, images, out, self.panoptic_on)
+        return [{name: getattr(s, name) for name, on in outputs if on} for s in steps]
 
-        The mask head runs on the queries some output uses: the kept ones (panoptic), the
-        detections (instances) and the queries summed into semantic scores, the last two
-        limited by MODEL.DETR.TEST.MASK_SCORE_FLOOR (not applied with ALL_QUERIES, the exact
-        mode, nor to a box-only model)."""
-        if self.panoptic_on or self.instances_on:
+    @torch.no_grad()
+    def inference_steps(self, batched_inputs: List[dict]) -> List[ImageSteps]:
+        """The public view of every step: inference on ``batched_inputs`` (as ``forward`` takes
+        them, model in eval mode), returning per image an ImageSteps (``image_steps``), with
+        the panoptic output whenever the model has a mask head; equal to ``forward``'s."""
+        if self.training:
+            raise RuntimeError("DetrPanoptic.inference_steps runs inference: call model.eval() first")
+        images, padding_mask = self.preprocess_image(batched_inputs)
+        with self.inference_autocast():
+            out = self.detect(images.tensor, padding_mask)
+        return self.image_steps(batched_inputs, images, out, panoptic=self.mask_head is not None)
+
+    def image_steps(self, batched_inputs, images, out: DetrOutputs, panoptic) -> List[ImageSteps]:
+        """The inference core: from steps 1-5 (``out``) to every result, per image.
+
+        Selects the queries of each output on the last decoder layer (``panoptic``: the kept
+        ones, for the panoptic output; with MODEL.DETR.TEST.INSTANCES_ON / SEMANTIC_ON the
+        detections and the queries summed into semantic scores, the last two limited by
+        MODEL.DETR.TEST.MASK_SCORE_FLOOR, not applied with ALL_QUERIES, the exact mode, nor to
+        a box-only model), runs the mask head once on the queries some output uses (steps 6-7)
+        and merges them (step 8). Returns an ImageSteps per image."""
+        if (panoptic and self.mask_head is not None) or self.instances_on:
             self._require_thing_ids()
         logits, boxes = self._last_layer(batched_inputs, out)
         floor = 0.0 if self.all_queries or self.mask_head is None else self.mask_score_floor
@@ -535,97 +541,40 @@ class DetrPanoptic(nn.Module):
             ]
         if self.semantic_on:
             semantic = [postprocessing.semantic_queries(lg, floor) for lg in logits]
-        needed = self._queries_needing_masks(kept, detections, semantic)
-        mask_logits = None
+        needed = self._queries_needing_masks(kept, detections, semantic, panoptic)
+        mask_logits = attention_maps = [None] * len(kept)
         if self.mask_head is not None:
-            with self.inference_autocast():
-                mask_logits = [m.float() for m in self._masks_for_inference(out, needed)]
+            mask_logits, attention_maps = self._masks_for_inference(out, needed)
         stride = self.mask_head.stride if self.mask_head is not None else None
-        results = []
+        steps = []
         for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
             output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            result = {}
+            h, w = out.memory.shape[-2:]
+            if out.memory_mask is not None:
+                valid = ~out.memory_mask[i]
+                h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
+            keep, scores, classes = kept[i]
+            queries = keep.nonzero()[:, 0]
             rows = needed[i].cumsum(0) - 1  # query -> its row in mask_logits[i]
-            if self.panoptic_on:
-                keep, scores, classes = kept[i]
-                result["panoptic_seg"] = postprocessing.panoptic_merge(
-                    mask_logits[i][rows[keep]], scores[keep], classes[keep], self.is_thing, image_size, output_size,
+            masks = maps = valid_masks = panoptic_seg = instances = sem_seg = None
+            if mask_logits[i] is not None and panoptic:
+                masks = mask_logits[i][rows[queries]]
+                maps = None if attention_maps[i] is None else attention_maps[i][rows[queries]][:, :, :h, :w]
+                cells = postprocessing.image_cells(image_size, stride)
+                valid_masks = masks[:, : cells[0], : cells[1]]
+                panoptic_seg = postprocessing.panoptic_merge(
+                    masks, scores[queries], classes[queries], self.is_thing, image_size, output_size,
                     self.small_segment_area, stride, **self.merge,
                 )
             if self.instances_on:
-                det_masks = mask_logits[i][rows[detections[i][0]]] if mask_logits is not None else None
-                result["instances"] = postprocessing.instance_results(
+                det_masks = None if mask_logits[i] is None else mask_logits[i][rows[detections[i][0]]]
+                instances = postprocessing.instance_results(
                     detections[i], boxes[i], det_masks, image_size, output_size, stride
                 )
             if self.semantic_on:
                 sem = semantic[i]
-                result["sem_seg"] = postprocessing.semantic_results(
+                sem_seg = postprocessing.semantic_results(
                     logits[i][sem], mask_logits[i][rows[sem]], image_size, output_size, stride
-                )
-            results.append(result)
-        return results
-
-    def _queries_needing_masks(self, kept, detections, semantic):
-        """Per image, N bool: the queries whose masks an output uses (``kept``: select_queries'
-        results, used by the panoptic output; ``detections``: instance_queries' results, or
-        None; ``semantic``: semantic_queries' results, or None)."""
-        needed = []
-        for i, (keep, _, _) in enumerate(kept):
-            use = keep & self.panoptic_on
-            if detections is not None:
-                use[detections[i][0]] = True
-            if semantic is not None:
-                use |= semantic[i]
-            needed.append(use)
-        return needed
-
-    def _masks_for_inference(self, out, needed):
-        """Mask logits per image (a list of B tensors, T_i x H/4 x W/4) of the queries marked
-        in ``needed`` (B bool tensors of N), in query order."""
-        needed = torch.stack(needed)
-        batch_idx, query_idx = needed.nonzero(as_tuple=True)
-        return list(self.segment(out, batch_idx, query_idx).split(needed.sum(1).tolist()))
-
-    @torch.no_grad()
-    def inference_steps(self, batched_inputs: List[dict]) -> List[ImageSteps]:
-        """The public view of every step: inference on ``batched_inputs`` (as ``forward`` takes
-        them, model in eval mode), returning per image an ImageSteps: the encoded image, the box
-        embeddings, class logits and boxes, the queries the panoptic output keeps
-        (``object_score_thresh``) with their classes and scores, their attention maps and mask
-        logits, and the panoptic result merged from them, equal to ``forward``'s."""
-        if self.training:
-            raise RuntimeError("DetrPanoptic.inference_steps runs inference: call model.eval() first")
-        if self.mask_head is not None:
-            self._require_thing_ids()
-        images, padding_mask = self.preprocess_image(batched_inputs)
-        with self.inference_autocast():
-            out = self.detect(images.tensor, padding_mask)
-        logits, boxes = self._last_layer(batched_inputs, out)
-        kept = [postprocessing.select_queries(lg, self.object_score_thresh) for lg in logits]
-        keep = torch.stack([k for k, _, _ in kept])
-        counts = keep.sum(1).tolist()
-        masks = maps = [None] * len(kept)
-        if self.mask_head is not None:
-            with self.inference_autocast():
-                mask_logits, attention_maps = self.segment_with_attention(out, *keep.nonzero(as_tuple=True))
-            masks = mask_logits.float().split(counts)
-            if attention_maps is not None:
-                maps = attention_maps.float().split(counts)
-        steps = []
-        for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
-            valid = ~out.memory_mask[i]
-            h, w = int(valid.any(1).sum()), int(valid.any(0).sum())
-            queries = keep[i].nonzero()[:, 0]
-            scores, classes = kept[i][1][queries], kept[i][2][queries]
-            output_size = (x.get("height", image_size[0]), x.get("width", image_size[1]))
-            valid_masks = panoptic = None
-            if masks[i] is not None:
-                stride = self.mask_head.stride
-                rows, cols = postprocessing.image_cells(image_size, stride)
-                valid_masks = masks[i][:, :rows, :cols]
-                panoptic = postprocessing.panoptic_merge(
-                    masks[i], scores, classes, self.is_thing, image_size, output_size, self.small_segment_area, stride,
-                    **self.merge,
                 )
             steps.append(
                 ImageSteps(
@@ -636,15 +585,42 @@ class DetrPanoptic(nn.Module):
                     class_logits=logits[i],
                     boxes=boxes[i],
                     queries=queries,
-                    classes=classes,
-                    scores=scores,
-                    attention_maps=None if maps[i] is None else maps[i][:, :, :h, :w],
+                    classes=classes[queries],
+                    scores=scores[queries],
+                    attention_maps=maps,
                     mask_logits=valid_masks,
-                    mask_stride=None if self.mask_head is None else self.mask_head.stride,
-                    panoptic_seg=panoptic,
+                    mask_stride=stride,
+                    panoptic_seg=panoptic_seg,
+                    instances=instances,
+                    sem_seg=sem_seg,
                 )
             )
         return steps
+
+    def _queries_needing_masks(self, kept, detections, semantic, panoptic):
+        """Per image, N bool: the queries whose masks an output uses (``kept``: select_queries'
+        results, used by the panoptic output when ``panoptic``; ``detections``:
+        instance_queries' results, or None; ``semantic``: semantic_queries' results, or None)."""
+        needed = []
+        for i, (keep, _, _) in enumerate(kept):
+            use = keep & panoptic
+            if detections is not None:
+                use[detections[i][0]] = True
+            if semantic is not None:
+                use |= semantic[i]
+            needed.append(use)
+        return needed
+
+    def _masks_for_inference(self, out, needed):
+        """Mask logits (T_i x H/4 x W/4) and attention maps (T_i x M x h x w, or None) per
+        image, float32, of the queries marked in ``needed`` (B bool tensors of N), in query
+        order."""
+        needed = torch.stack(needed)
+        counts = needed.sum(1).tolist()
+        with self.inference_autocast():
+            masks, maps = self.segment_with_attention(out, *needed.nonzero(as_tuple=True))
+        maps = [None] * len(counts) if maps is None else maps.float().split(counts)
+        return masks.float().split(counts), maps
 
     def _require_thing_ids(self):
         if not self.has_class_metadata:

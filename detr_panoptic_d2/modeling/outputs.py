@@ -1,10 +1,11 @@
 """What the steps of DetrPanoptic hand over: ``DetrOutputs`` (steps 1-5, from
-``DetrPanoptic.detect``) and ``ImageSteps`` (every step for one image, from
-``DetrPanoptic.inference_steps``)."""
+``DetrPanoptic.detect``) and ``ImageSteps`` (every step for one image, from the inference core
+``DetrPanoptic.image_steps``, which ``inference`` and ``inference_steps`` format)."""
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
+from detectron2.structures import Instances
 
 
 @dataclass
@@ -28,7 +29,7 @@ class DetrOutputs:
 
 @dataclass
 class ImageSteps:
-    """What every step produced for one image (``DetrPanoptic.inference_steps``), for its N
+    """What every step produced for one image (``DetrPanoptic.image_steps``), for its N
     queries, N' of them kept; K classes, d the transformer width, M attention maps per object,
     h x w the image's valid (non-padding) cells on the grid the transformer reads, s the mask
     stride. Tensors are on the model's device, in float32.
@@ -45,7 +46,9 @@ class ImageSteps:
         None for a box-only model;
     mask_stride: s (None for a box-only model);
     panoptic_seg: (H x W int32 ids, segments_info) merged from mask_logits (step 8), equal to
-        ``forward``'s; None for a box-only model.
+        ``forward``'s; None for a box-only model or when the panoptic output is off;
+    instances: Detectron2 Instances of the detections (MODEL.DETR.TEST.INSTANCES_ON), else None;
+    sem_seg: K x H x W semantic scores (MODEL.DETR.TEST.SEMANTIC_ON), else None.
     """
 
     image_size: Tuple[int, int]
@@ -61,3 +64,5 @@ class ImageSteps:
     mask_logits: Optional[torch.Tensor]
     mask_stride: Optional[int]
     panoptic_seg: Optional[tuple]
+    instances: Optional[Instances] = None
+    sem_seg: Optional[torch.Tensor] = None

@@ -28,6 +28,7 @@ model = L(DetrPanoptic)(
         matcher=L(HungarianMatcher)(cost_class=1.0, cost_l1=5.0, cost_giou=2.0),
         class_weight=1.0, no_object_weight=0.1, l1_weight=5.0, giou_weight=2.0,
         mask_weight=1.0, dice_weight=1.0, focal_alpha=0.25, focal_gamma=2.0,
+        deep_supervision=True, mask_loss_all_groups=False,
     ),
     pixel_mean=[123.675, 116.280, 103.530],  # RGB input, torchvision normalization
     pixel_std=[58.395, 57.120, 57.375],
@@ -36,9 +37,7 @@ model = L(DetrPanoptic)(
     # Built on the backbone's output_shape(), so a swapped backbone needs no change here.
     mask_head=L(DetrMaskHead.builder)(hidden_dim="${..transformer.d_model}", num_heads=8, in_features=[], fuse_per_image=True),
     channels_last=False,
-    deep_supervision=True,
     train_query_groups=1,
-    mask_loss_all_groups=False,
     encoder_semantic_weight=0.0,  # training-only dense semantic loss on the encoded image; 0: off
     frozen_weights="",  # a box-only checkpoint whose detector is loaded and frozen (stage 2)
     all_queries=False,

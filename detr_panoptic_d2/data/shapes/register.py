@@ -4,7 +4,7 @@ Builtin: ``shapes_panoptic_train`` (seed 0), ``shapes_panoptic_val`` (seed 1) an
 ``shapes_panoptic_tune`` (seed 2) under ``$DETECTRON2_DATASETS/shapes_panoptic/{train,val,tune}``
 (DETECTRON2_DATASETS defaults to ``datasets``). ``tune`` is drawn like the others and never
 trained on: inference settings such as the score threshold are chosen on it, so that val stays
-unseen (tools/sweep_score_threshold.py). Environment overrides, read at import:
+unseen (tools/dev/sweep_score_threshold.py). Environment overrides, read at import:
 SHAPES_PANOPTIC_NUM_TRAIN (2000), SHAPES_PANOPTIC_NUM_VAL (200), SHAPES_PANOPTIC_NUM_TUNE (200),
 SHAPES_PANOPTIC_MIN_SIZE (128), SHAPES_PANOPTIC_MAX_SIZE (192).
 """

@@ -5,9 +5,10 @@ import tempfile
 
 import torch
 
-from ..export import OnnxPanopticModel, export_onnx
-from ..export.compare import panoptic_agreement
-from .mask_separation import separate_query_masks_
+from detr_panoptic_d2.export import OnnxPanopticModel, export_onnx
+from detr_panoptic_d2.export.compare import panoptic_agreement
+from detr_panoptic_d2.testing import separate_query_masks_
+
 from .measure import Contestant, measure
 
 

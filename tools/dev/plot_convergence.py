@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """PQ against training time for several runs: a PNG plot and a Markdown table.
 
-    tools/plot_convergence.py --output docs/convergence.png \
+    tools/dev/plot_convergence.py --output docs/convergence.png \
         output/a:"G = 1":0.21 output/b:"G = 6"
 
 Each run is RUN_DIR[:LABEL[:SECONDS_PER_ITERATION]]. PQ comes from the evaluations that

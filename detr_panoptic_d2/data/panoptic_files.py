@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from panopticapi.utils import id2rgb
 
-from .data.metadata import class_names, contiguous_to_dataset, thing_contiguous_ids
+from .metadata import class_names, contiguous_to_dataset, thing_contiguous_ids
 
 
 def coco_categories(metadata):

@@ -1,4 +1,4 @@
-"""``python -m detr_panoptic_d2.benchmark`` (or ``tools/benchmark.py``): DetrPanoptic's speed.
+"""``python -m benchmarks`` (or ``tools/benchmark.py``): DetrPanoptic's speed.
 
 Runs synthetic images of a given size through a config's model on the current device and
 reports end-to-end and per-stage times, images/s and peak memory, for inference and for a
@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from ..config import AMP_DTYPES
+from detr_panoptic_d2.config import AMP_DTYPES
+
 from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
 from .models import REFERENCE, build_models, load_cfg

@@ -4,10 +4,9 @@ import os
 import torch
 from detectron2.modeling import build_model
 
-from ..checkpoint import DetrCheckpointer
-from ..engine.defaults import load_config
-from .mask_separation import separate_query_masks_
-from .synthetic import calibrate_kept_queries
+from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.engine.defaults import load_config
+from detr_panoptic_d2.testing import calibrate_kept_queries, separate_query_masks_
 
 # The reference implementation's behaviour, as config overrides: the mask head on every
 # query, and every optimization of ours that changes how (not what) the model computes off.

@@ -9,7 +9,7 @@ import torch
 from detectron2.utils import comm
 from tqdm import tqdm
 
-from ..inference_cli import start_inference_tool
+from .cli import start_inference_tool
 from .images import ImageReader, SameSizeBatches, image_loader
 from .outputs import DemoOutputs
 

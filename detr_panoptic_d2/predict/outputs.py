@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic_files import atomic_write, remove_stale_temporaries
-from ..panoptic_export import coco_categories, to_coco_panoptic
+from ..data.panoptic_files import coco_categories, to_coco_panoptic
 from ..visualization import draw_panoptic
 
 COCO_FOLDER = "coco_panoptic"

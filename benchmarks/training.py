@@ -6,7 +6,7 @@ import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.utils.events import EventStorage
 
-from ..engine.optimizer import build_optimizer
+from detr_panoptic_d2.engine.optimizer import build_optimizer
 from .measure import Contestant, measure
 
 

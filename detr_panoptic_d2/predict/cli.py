@@ -10,8 +10,8 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
-from .checkpoint import DetrCheckpointer
-from .engine.defaults import load_config
+from ..checkpoint import DetrCheckpointer
+from ..engine.defaults import load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def build_predictor(cfg, onnx=None):
     metadata of DATASETS.TEST[0]. With ``onnx`` (a model.onnx path), an ExportedPredictor of
     that file instead: the same call and results, from onnxruntime."""
     if onnx:
-        from .export import ExportedPredictor
+        from ..export import ExportedPredictor
 
         return ExportedPredictor(cfg, onnx), MetadataCatalog.get(cfg.DATASETS.TEST[0])
     unloaded = cfg.clone()

@@ -5,7 +5,7 @@ import platform
 import torch
 from tabulate import tabulate
 
-from ..env import environment_report
+from detr_panoptic_d2.env import environment_report
 
 LABELS = {"ours": "ours", "reference": "reference behaviour", "baseline": "baseline (--baseline)"}
 

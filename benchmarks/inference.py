@@ -2,7 +2,7 @@
 import torch
 from detectron2.structures import Boxes, Instances
 
-from ..export.compare import panoptic_agreement
+from detr_panoptic_d2.export.compare import panoptic_agreement
 from .measure import Contestant, measure
 
 

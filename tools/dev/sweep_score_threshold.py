@@ -2,7 +2,7 @@
 """PQ of a trained model at several object score thresholds, to choose
 MODEL.DETR.TEST.OBJECT_SCORE_THRESH on data that is neither trained on nor the test set.
 
-    tools/sweep_score_threshold.py --config-file configs/shapes/detr_R18_shapes.yaml \
+    tools/dev/sweep_score_threshold.py --config-file configs/shapes/detr_R18_shapes.yaml \
         --dataset shapes_panoptic_tune --thresholds 0.2 0.3 0.4 0.5 0.6 0.7 \
         --opts MODEL.WEIGHTS output/shapes/detr_R18_shapes/model_final.pth
 
