@@ -12,7 +12,7 @@ AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16
 
 def add_detr_panoptic_config(cfg):
     """Adds the MODEL.DETR, MODEL.RESNETS.BASIC_BLOCKS_PER_STAGE, INPUT.DETR, INPUT.CROP.PROB,
-    DATALOADER.SKIP_BAD_SAMPLES, DATALOADER.CACHE_DECODED and SOLVER keys this project reads to
+    DATALOADER.SKIP_BAD_SAMPLES, DATALOADER.CACHE_DECODED and SOLVER (SOLVER.EMA) keys this project reads to
     ``cfg``, in place, and returns it.
 
     Keys already there (another plugin's under MODEL.DETR, say) are kept; one that this
@@ -182,6 +182,21 @@ def add_detr_panoptic_config(cfg):
     # for small datasets seen many times (the shapes demo).
     keys.DATALOADER.CACHE_DECODED = False
     # --- end of the in-memory sample cache ---
+
+    # --- the exponential moving average of the weights (engine/weight_averaging.py) ---
+    # True: keep an EMA of every parameter and buffer during training; each evaluation also
+    # runs on it (its metrics logged under "ema/", e.g. ema/panoptic_seg/PQ), checkpoints save
+    # it (--resume restores it). Training itself is unchanged. Learning-rate schedules: warm-up
+    # then cosine decay is Detectron2's SOLVER.LR_SCHEDULER_NAME "WarmupCosineLR".
+    keys.SOLVER.EMA = CN()
+    keys.SOLVER.EMA.ENABLED = False
+    # Per step: average = DECAY x average + (1 - DECAY) x weights (about the last
+    # 1 / (1 - DECAY) steps).
+    keys.SOLVER.EMA.DECAY = 0.999
+    # With ENABLED: model_final.pth holds the averaged weights as its "model" (what evaluation,
+    # the demo and the exporter load) and the raw ones as "raw_model"; False: the raw weights.
+    keys.SOLVER.EMA.DEPLOY = True
+    # --- end of the exponential moving average ---
 
     # --- the panoptic merge rule (step 8) ---
     # "reference": DETR's rule, per pixel the argmax of the kept queries' mask logits, stuff of
