@@ -5,9 +5,15 @@ import json
 import math
 import os
 
-import pytest
+from types import SimpleNamespace
 
+import pytest
+import torch
+from detectron2.structures import BitMasks, ImageList, Instances
+
+from detr_panoptic_d2.modeling import DetrPanoptic, HungarianMatcher
 from detr_panoptic_d2.protocol import compare_arms, evaluations, mean_and_standard_error
+from detr_panoptic_d2.protocol.diagnosis import diagnose_image, summarize_diagnosis
 
 from .helpers import load_tool
 
@@ -121,3 +127,52 @@ def test_two_arms_two_seeds_run_report_and_resume(tiny_builtin_shapes, tmp_path,
     tool.main(args + ["--dry-run"])
     commands = capsys.readouterr().out.strip().splitlines()
     assert len(commands) == 1 and commands[0].endswith(f"SEED 1 OUTPUT_DIR {out / 'slow_lr' / 'seed1'}")
+
+
+class _StubModel:
+    """What diagnose_image reads of a DetrPanoptic, with hand-set predictions on an 8 x 8 image
+    (stride 1): per query, class logits, a box and mask logits."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, logits, boxes, masks):
+        self.logits, self.boxes, self.masks = logits, boxes, masks
+        self.criterion = SimpleNamespace(matcher=HungarianMatcher())
+        self.mask_head = SimpleNamespace(stride=1)
+
+    def preprocess_image(self, batched_inputs):
+        return ImageList(torch.zeros(1, 3, 8, 8), [(8, 8)]), None
+
+    def detect(self, images, padding_mask):
+        return SimpleNamespace(logits=self.logits[None, None], boxes=self.boxes[None, None])
+
+    def prepare_targets(self, batched_inputs, images):
+        return DetrPanoptic.prepare_targets(self, batched_inputs, images)
+
+    def segment(self, out, batch_idx, query_idx):
+        return self.masks[query_idx]
+
+
+def test_diagnosis_counts_by_hand():
+    top, bottom = torch.zeros(8, 8, dtype=torch.bool), torch.zeros(8, 8, dtype=torch.bool)
+    top[:4], bottom[4:] = True, True
+    x = {"image": torch.zeros(3, 8, 8, dtype=torch.uint8)}
+    x["instances"] = Instances((8, 8), gt_classes=torch.tensor([0, 1]), gt_masks=BitMasks(torch.stack([top, bottom])))
+    x["instances"].gt_boxes = x["instances"].gt_masks.get_bounding_boxes()
+    # q0: class 0 on the top segment, its exact mask; q1: class 0 (wrong) on the bottom one,
+    # half its mask; q2: a class-0 duplicate of q0 (rows 0-2, IoU 0.75 with q0); q3: a class-1
+    # query on nothing (its mask, the last column, overlaps no matched mask with IoU >= 0.5).
+    logits = torch.tensor([[5.0, 0, 0], [5.0, 0, 0], [5.0, 0, 0], [0, 5.0, 0]])
+    boxes = torch.tensor([[0.5, 0.25, 1, 0.5], [0.5, 0.75, 1, 0.5], [0.1, 0.1, 0.05, 0.05], [0.9, 0.9, 0.05, 0.05]])
+    masks = torch.full((4, 8, 8), -1.0)
+    masks[0, :4], masks[1, 4:6], masks[2, :3], masks[3, :, 7] = 1.0, 1.0, 1.0, 1.0
+    counts = diagnose_image(_StubModel(logits, boxes, masks), x, threshold=0.5)
+    assert counts == {
+        "segments": 2, "kept": 4, "matched_correct_class": 1, "recalled": 1, "iou_sum": 1.5,
+        "duplicates": 1, "false_positives": 1,
+    }
+    summary = summarize_diagnosis([counts, {**counts, "duplicates": 0, "false_positives": 2}])
+    assert summary == {
+        "images": 2, "segments": 4, "class_accuracy": 0.5, "mean_matched_iou": 0.75, "recall_at_threshold": 0.5,
+        "duplicates_per_image": 0.5, "false_positives_per_image": 1.5, "kept_per_image": 4.0,
+    }

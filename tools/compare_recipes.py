@@ -31,11 +31,10 @@ import shutil
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from detr_panoptic_d2.engine import load_config
+from detr_panoptic_d2.protocol import PANOPTIC_METRICS, compare_arms, evaluations
 
-from detr_panoptic_d2.engine import load_config  # noqa: E402
-from detr_panoptic_d2.protocol import PANOPTIC_METRICS, compare_arms, evaluations  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 DONE = "protocol_done.json"
 
