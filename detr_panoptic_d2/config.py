@@ -175,6 +175,21 @@ def add_detr_panoptic_config(cfg):
     keys.MODEL.RESNETS.BASIC_BLOCKS_PER_STAGE = [2, 2, 2, 2]
     # --- end of the BasicBlock ResNet ---
 
+    # --- denoising queries (DN-DETR, Li et al., CVPR 2022), training only (modeling/denoising.py) ---
+    # GROUPS D > 0: each ground-truth segment also enters the decoder D times as a query built
+    # from its noised box and label, trained to give back its class and box without matching,
+    # masked from the matching queries (which never see them) and from the other groups.
+    # Inference never builds them (the deployed model is a plain DETR) and a checkpoint trained
+    # with them loads into a config with 0. 0: off (DN-DETR: 5). Not with FROZEN_WEIGHTS.
+    keys.MODEL.DETR.DN = CN()
+    keys.MODEL.DETR.DN.GROUPS = 0
+    # Probability that a denoising query's label is replaced by a random class (DN-DETR: 0.2).
+    keys.MODEL.DETR.DN.LABEL_NOISE = 0.2
+    # Box noise scale: the centre moves by up to this x half the box, width and height are
+    # scaled by 1 +- this (DN-DETR: 0.4).
+    keys.MODEL.DETR.DN.BOX_NOISE = 0.4
+    # --- end of denoising queries ---
+
     # --- the in-memory sample cache (data/dataset_mapper.py) ---
     # True: the dataset mapper keeps each file's decoded and checked image and panoptic PNG in
     # memory after its first use, so later epochs skip decoding; augmentations still run per

@@ -39,6 +39,9 @@ model = L(DetrPanoptic)(
     channels_last=False,
     train_query_groups=1,
     encoder_semantic_weight=0.0,  # training-only dense semantic loss on the encoded image; 0: off
+    denoising_groups=0,  # training-only denoising queries (DN-DETR; MODEL.DETR.DN); 0: off
+    denoising_label_noise=0.2,
+    denoising_box_noise=0.4,
     frozen_weights="",  # a box-only checkpoint whose detector is loaded and frozen (stage 2)
     all_queries=False,
     thing_ids=L(thing_class_ids)(dataset_name="${dataloader.test.dataset.names}"),
