@@ -164,6 +164,8 @@ def main(argv=None):
         raise SystemExit(f"--config-file {args.config_file!r} does not exist")
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
+    # The runs start in the repository: paths given relative to here are made absolute.
+    args.config_file, args.output_dir = os.path.abspath(args.config_file), os.path.abspath(args.output_dir)
     try:
         if len(args.common) % 2:
             raise ValueError(f"--common: overrides come in KEY VALUE pairs, got {args.common}")
