@@ -174,10 +174,15 @@ def run_benchmark(args):
         "mask_score_floor": cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR,
     }
     report["notes"] = _notes(cfg, inference, report["environment"], args.clock)
+    if info["own_weights"]:
+        report["notes"].append(
+            f"{', '.join(info['own_weights'])}: another architecture, with its own random weights (seed {args.seed}); "
+            "outputs, losses and gradients are not compared"
+        )
     if inference:
         results = run_inference(models, infer_inputs, **common)
         section = {"batch_size": args.batch_size, "modes": {k: r for k, (r, _) in results.items()}}
-        if len(models) == 2:
+        if len(models) == 2 and not info["own_weights"]:
             section["comparison"] = compare_outputs(*(outputs for _, outputs in results.values()))
         report["inference"] = _with_speedup(section)
     if inference and args.onnx:
@@ -187,7 +192,7 @@ def run_benchmark(args):
             args.train_batch_size, height, width, num_classes, args.targets_per_image, seed=args.seed + 1
         )
         section = {"batch_size": args.train_batch_size, "targets_per_image": args.targets_per_image, "modes": {}}
-        if len(models) == 2:
+        if len(models) == 2 and not info["own_weights"]:
             section["comparison"] = compare_training(*models.values(), train_inputs, amp=args.amp, device=device)
         section["modes"] = run_training(models, train_inputs, cfg, amp=args.amp, **common)
         report["training"] = _with_speedup(section)

@@ -3,7 +3,8 @@
 The config has Detectron2's LazyConfig layout (its configs/common): ``model``,
 ``dataloader.{train,test,evaluator}``, ``optimizer`` (its ``params.model`` is set here),
 ``lr_multiplier`` (a ParamScheduler), ``train.{init_checkpoint, max_iter, output_dir, device,
-eval_period, log_period, checkpointer, amp, ddp, seed}``. The loop is Detectron2's
+eval_period, log_period, checkpointer, amp, ddp, seed, ema}`` (``ema``: the weight average,
+as SOLVER.EMA; engine/weight_averaging.py). The loop is Detectron2's
 (SimpleTrainer or AMPTrainer, its hooks), built from the blocks ``DetrTrainer`` uses:
 ``DetrCheckpointer`` (safe loading, atomic saving, class head re-initialized when fine-tuning),
 DDP also on CPU, the panoptic evaluators of one inference pass (``dataloader.evaluator``,
@@ -22,6 +23,7 @@ from ..data.user_datasets import register_lazy_splits
 from ..data.validation import check_num_classes
 from .defaults import LAZY_KEYS, adapt_config
 from .trainer import create_detr_ddp_model
+from .weight_averaging import WeightAveraging, evaluate_beside
 
 logger = logging.getLogger(__name__)
 
@@ -99,17 +101,21 @@ def lazy_train(cfg, resume=False):
     checkpointer = DetrCheckpointer(
         model, cfg.train.output_dir, trainer=trainer, datasets=_names(cfg.dataloader.train.dataset.names)[:1]
     )
+    ema = cfg.train.get("ema", None)
+    averaging = WeightAveraging(model, ema.decay, checkpointer, ema.deploy) if ema and ema.enabled else None
+    both = evaluate_beside(lambda m: lazy_test(cfg, m), model, averaging)
     last_results = {}
 
     def evaluate():
         last_results.clear()
-        last_results.update(lazy_test(cfg, model))
+        last_results.update(both())
         return last_results
 
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            averaging,  # the weight average (train.ema), updated before the checkpointer saves
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)

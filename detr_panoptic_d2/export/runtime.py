@@ -22,7 +22,7 @@ import torch
 
 from ..checkpoint.model_classes import use_model_classes
 from ..modeling import postprocessing
-from .metadata import METADATA_KEY, check_fits
+from .metadata import METADATA_KEY, check_fits, merge_settings
 
 
 def _flushing_denormals():
@@ -67,8 +67,9 @@ class OnnxPanopticModel:
 
     cfg: when given, the model must have been exported from a config of the same sizes and
     classes (metadata.check_fits; an unregistered DATASETS.TEST[0] gets the export's classes,
-    model_classes.use_model_classes), and the score threshold and small-segment area are taken
-    from it (run-time values); else from the export's metadata. threads: onnxruntime's
+    model_classes.use_model_classes), and the score threshold, small-segment area and merge rule
+    (MODEL.DETR.TEST.MERGE*) are taken from it (run-time values); else from the export's
+    metadata (the reference rule for an export that records none). threads: onnxruntime's
     intra-op threads (None: onnxruntime's default)."""
 
     def __init__(self, path, cfg=None, threads=None):
@@ -84,9 +85,11 @@ class OnnxPanopticModel:
             check_fits(self.metadata, cfg, path)
             test = cfg.MODEL.DETR.TEST
             self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA
+            self.merge = merge_settings(cfg)
         else:
             self.score_threshold = self.metadata["score_threshold"]
             self.small_segment_area = self.metadata["small_segment_area"]
+            self.merge = self.metadata.get("merge", {"rule": "reference"})
         self.is_thing = torch.zeros(len(self.metadata["class_names"]), dtype=torch.bool)
         self.is_thing[self.metadata["thing_ids"]] = True
 
@@ -122,6 +125,7 @@ class OnnxPanopticModel:
             output_size,
             self.small_segment_area,
             self.metadata["mask_stride"],
+            **self.merge,
         )
 
     def __call__(self, batched_inputs):

@@ -44,6 +44,7 @@ dataloader.train = L(build_detection_train_loader)(
         dataset_name="${..dataset.names}",
         class_ids=L(dataset_class_ids)(names="${...dataset.names}"),
         skip_bad_samples=False,  # True: log a bad training sample and draw another
+        cache_decoded=False,  # True: keep decoded samples in memory (small datasets; DATALOADER.CACHE_DECODED)
     ),
     total_batch_size=64,
     num_workers=4,
