@@ -70,6 +70,28 @@ def test_evaluations_are_read_from_metrics_json_and_a_cut_line_is_ignored(tmp_pa
     assert evaluations(str(tmp_path / "missing")) == {}
 
 
+def test_runs_of_other_lengths_pair_at_their_kth_evaluation(tmp_path):
+    """A cheaper arm given more iterations evaluates at other iterations: --pair-by evaluation
+    pairs each run's k-th evaluation (equal fractions of the schedules); by iteration none pair."""
+    tool = load_tool("compare_recipes")
+    pq = {("base", 0): [10.0, 30.0], ("base", 1): [14.0, 34.0], ("long", 0): [13.0, 36.0], ("long", 1): [15.0, 38.0]}
+    for (arm, seed), values in pq.items():
+        os.makedirs(tmp_path / arm / f"seed{seed}")
+        period = 50 if arm == "base" else 75
+        with open(tmp_path / arm / f"seed{seed}" / "metrics.json", "w") as f:
+            for k, value in enumerate(values, start=1):
+                f.write(json.dumps({"iteration": k * period - 1, "panoptic_seg/PQ": value}) + "\n")
+    by_evaluation = tool.summarize(tool.collect(str(tmp_path), ["base", "long"], [0, 1], "evaluation"))
+    assert list(by_evaluation) == [1, 2]
+    first, last = by_evaluation[1]["PQ"]["long"], by_evaluation[2]["PQ"]["long"]
+    assert first["paired"] == last["paired"] == 2
+    assert first["gain"] == pytest.approx((3.0 + 1.0) / 2) and first["gain_se"] == pytest.approx(1.0)  # diffs 3, 1
+    assert last["gain"] == pytest.approx(5.0) and last["gain_se"] == pytest.approx(1.0)  # diffs 6, 4
+    by_iteration = tool.summarize(tool.collect(str(tmp_path), ["base", "long"], [0, 1]))
+    assert sorted(by_iteration) == [49, 74, 99, 149]
+    assert all("gain" not in arms.get("long", {}) for metrics in by_iteration.values() for arms in metrics.values())
+
+
 def test_bad_arms_are_named(tmp_path):
     tool = load_tool("compare_recipes")
     base = ["--config-file", "configs/shapes/detr_R18_shapes.yaml", "--output-dir", str(tmp_path)]

@@ -52,6 +52,11 @@ def argument_parser():
     p.add_argument("--report-only", action="store_true", help="run nothing; report on the finished and running runs")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the runs still to do, run nothing")
     p.add_argument("--common", nargs="+", default=[], metavar="KEY VALUE", help="overrides for every arm")
+    p.add_argument(
+        "--pair-by", choices=["iteration", "evaluation"], default="iteration",
+        help="compare runs at the same iteration, or at their k-th evaluation: arms of other lengths "
+        "(e.g. a cheaper step given more iterations in the same time) at equal fractions of their schedules",
+    )
     return p
 
 
@@ -119,14 +124,17 @@ def pending_runs(args, arms):
     return todo
 
 
-def collect(output_dir, arms, seeds):
-    """{iteration: {metric: {arm: {seed: value}}}} over the runs' metrics.json files."""
+def collect(output_dir, arms, seeds, pair_by="iteration"):
+    """{iteration (or, with pair_by "evaluation", k for the k-th evaluation of each run):
+    {metric: {arm: {seed: value}}}} over the runs' metrics.json files."""
     table = {}
     for arm in arms:
         for seed in seeds:
-            for iteration, values in evaluations(run_dir(output_dir, arm, seed)).items():
-                for metric, value in values.items():
-                    table.setdefault(iteration, {}).setdefault(metric, {a: {} for a in arms})[arm][seed] = value
+            found = evaluations(run_dir(output_dir, arm, seed))
+            for k, iteration in enumerate(sorted(found), start=1):
+                key = k if pair_by == "evaluation" else iteration
+                for metric, value in found[iteration].items():
+                    table.setdefault(key, {}).setdefault(metric, {a: {} for a in arms})[arm][seed] = value
     return table
 
 
@@ -143,10 +151,11 @@ def _pm(mean, se):
     return f"{mean:.2f} +- {se:.2f}" if not math.isnan(se) else f"{mean:.2f}"
 
 
-def format_summary(summary):
+def format_summary(summary, pair_by="iteration"):
     lines = []
-    for iteration, metrics in summary.items():
-        lines += ["", f"evaluation at iteration {iteration}", "| metric | arm | seeds | mean +- se | paired gain +- se | verdict |",
+    for key, metrics in summary.items():
+        title = f"evaluation {key} of each run" if pair_by == "evaluation" else f"evaluation at iteration {key}"
+        lines += ["", title, "| metric | arm | seeds | mean +- se | paired gain +- se | verdict |",
                   "|---|---|---|---|---|---|"]
         for metric, arms in metrics.items():
             for arm, e in arms.items():
@@ -184,11 +193,14 @@ def main(argv=None):
             print(f"{'finished' if code == 0 else f'FAILED (exit {code})'}: {directory}", flush=True)
             if code:
                 failed.append(directory)
-    summary = summarize(collect(args.output_dir, arms, args.seeds))
+    summary = summarize(collect(args.output_dir, arms, args.seeds, args.pair_by))
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "summary.json"), "w") as f:
-        json.dump({"arms": arms, "seeds": args.seeds, "opts": args.common, "evaluations": summary}, f, indent=2)
-    print(format_summary(summary))
+        json.dump(
+            {"arms": arms, "seeds": args.seeds, "opts": args.common, "pair_by": args.pair_by, "evaluations": summary},
+            f, indent=2,
+        )
+    print(format_summary(summary, args.pair_by))
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed; see protocol_log.txt in {failed}")
     return summary
