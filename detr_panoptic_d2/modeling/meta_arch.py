@@ -4,14 +4,15 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 1. ``backbone``: any Detectron2 ``Backbone``, a dict of feature maps (res2..res5 for a ResNet);
    the transformer reads one level, ``in_feature`` (by default the coarsest: res5, stride 32),
    and the batch's padding mask is downsampled to it;
-2. ``input_proj``: 1x1 conv of that level to the transformer width d, and
+2. ``input_proj``: 1x1 conv of that level to the transformer width d (``prediction_heads``), and
    ``position_encoding``, one d-dimensional code per cell of its grid;
 3. ``transformer.encoder``: the **encoded image** (memory), d x h x w (in training, optionally
    also supervised densely: ``encoder_supervision``);
 4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer (in
    training with query groups, G x N: Group DETR, each group matched and supervised alone);
-5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h); inference keeps
-   the queries whose best class is a real one with probability above a threshold;
+5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h), from
+   ``prediction_heads``; inference keeps the queries whose best class is a real one with
+   probability above a threshold;
 6. ``mask_head``, first part: M **attention maps** per kept box embedding over the encoded image;
 7. ``mask_head``, second part: an FPN-style head adding back finer backbone levels -> **mask
    logits** (stride 4 for a ResNet), only for the queries whose masks are used;
@@ -44,21 +45,8 @@ from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
 from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
+from .prediction_heads import box_head, class_head, classes_and_boxes, input_projection
 from .transformer import Transformer
-
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between them (the 3-layer box head)."""
-
-    def __init__(self, input_dim, hidden_dim, output_dim, num_layers):
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
-
-    def forward(self, x):
-        for i, layer in enumerate(self.layers):
-            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
-        return x
 
 
 def float32_on_cpu(x):
@@ -166,7 +154,7 @@ class DetrPanoptic(nn.Module):
         if channels_last:
             backbone.to(memory_format=torch.channels_last)
         self.position_encoding = position_encoding or PositionEmbeddingSine(hidden_dim // 2, normalize=True)
-        self.input_proj = nn.Conv2d(shapes[self.in_feature].channels, hidden_dim, 1)
+        self.input_proj = input_projection(shapes[self.in_feature].channels, hidden_dim)
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         if train_query_groups < 1:
@@ -191,8 +179,8 @@ class DetrPanoptic(nn.Module):
             EncoderSemanticLoss(hidden_dim, num_classes, encoder_semantic_weight) if encoder_semantic_weight else None
         )
         self.register_load_state_dict_pre_hook(drop_unused_training_weights)
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
-        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.class_embed = class_head(hidden_dim, num_classes)
+        self.bbox_embed = box_head(hidden_dim)
         if mask_head is not None and not isinstance(mask_head, nn.Module):
             mask_head = mask_head(shapes)
         self.mask_head = mask_head
@@ -363,8 +351,7 @@ class DetrPanoptic(nn.Module):
         groups = len(queries) // self.query_embed.num_embeddings
         with float32_on_cpu(projected):
             box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups)
-            logits = self.class_embed(box_embeddings)
-            boxes = self.bbox_embed(box_embeddings).sigmoid()
+            logits, boxes = classes_and_boxes(self.class_embed, self.bbox_embed, box_embeddings)
         return DetrOutputs(
             logits=logits,
             boxes=boxes,
