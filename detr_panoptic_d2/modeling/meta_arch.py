@@ -21,7 +21,6 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 ``detect`` runs steps 1-5, ``segment`` steps 6-7, ``inference`` step 8 (and the instance and
 semantic outputs); ``inference_steps`` returns what every step produced, per image.
 """
-import contextlib
 import functools
 from typing import List, Optional
 
@@ -33,9 +32,8 @@ from detectron2.structures import ImageList
 from torch import nn
 from torchvision.ops import box_convert
 
-from ..config import AMP_DTYPES
 from ..data.validation import config_thing_ids
-from . import postprocessing
+from . import postprocessing, precision
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
@@ -47,15 +45,6 @@ from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
 from .prediction_heads import box_head, class_head, classes_and_boxes, input_projection
 from .transformer import Transformer
-
-
-def float32_on_cpu(x):
-    """Context in which the CPU runs float32 even under a bfloat16 autocast, for the
-    transformer and the class and box heads when ``x`` (the tensor they read) is on the CPU:
-    oneDNN's bfloat16 attention is slower than its float32 one with DETR's narrow heads
-    (d / M = 16 or 32), and boxes keep float32 precision for matching and the L1 loss.
-    On GPUs, autocast applies as set."""
-    return torch.autocast("cpu", enabled=False) if x.device.type == "cpu" else contextlib.nullcontext()
 
 
 @META_ARCH_REGISTRY.register()
@@ -152,7 +141,7 @@ class DetrPanoptic(nn.Module):
             )
         self.channels_last = channels_last
         if channels_last:
-            backbone.to(memory_format=torch.channels_last)
+            precision.channels_last(backbone)
         self.position_encoding = position_encoding or PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.input_proj = input_projection(shapes[self.in_feature].channels, hidden_dim)
         self.transformer = transformer
@@ -214,11 +203,7 @@ class DetrPanoptic(nn.Module):
                 f"mask_score_floor (MODEL.DETR.TEST.MASK_SCORE_FLOOR) must be in [0, 1], got {mask_score_floor}"
             )
         self.mask_score_floor = mask_score_floor
-        if amp_dtype not in AMP_DTYPES:
-            raise ValueError(
-                f"amp_dtype (MODEL.DETR.TEST.AMP_DTYPE) must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}"
-            )
-        self.amp_dtype = AMP_DTYPES[amp_dtype]
+        self.amp_dtype = precision.amp_dtype(amp_dtype)
         self.cpu_training_amp = cpu_training_amp
         self.fold_batchnorm = fold_batchnorm
         self.frozen_detector = bool(frozen_weights)
@@ -337,7 +322,7 @@ class DetrPanoptic(nn.Module):
         padding), None when nothing is padded. Returns DetrOutputs with G*N queries (G = 1 in
         inference)."""
         if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+            images = precision.channels_last(images)
         with folded_batchnorm(self.backbone, self.fold_batchnorm):  # inference only, see its module
             features = self.backbone(images)
         x = features[self.in_feature]
@@ -349,7 +334,7 @@ class DetrPanoptic(nn.Module):
         projected = self.input_proj(x)
         queries = self.object_queries()
         groups = len(queries) // self.query_embed.num_embeddings
-        with float32_on_cpu(projected):
+        with precision.float32_on_cpu(projected):
             box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups)
             logits, boxes = classes_and_boxes(self.class_embed, self.bbox_embed, box_embeddings)
         return DetrOutputs(
@@ -399,15 +384,12 @@ class DetrPanoptic(nn.Module):
         return self.inference(batched_inputs, images, out)
 
     def inference_autocast(self):
-        """torch.autocast with MODEL.DETR.TEST.AMP_DTYPE for inference's network steps (1-7);
-        a no-op when it is "none". Post-processing always runs in float32."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        """Inference's autocast (MODEL.DETR.TEST.AMP_DTYPE), see modeling/precision.py."""
+        return precision.inference_autocast(self.device, self.amp_dtype)
 
     def training_autocast(self):
-        """bfloat16 autocast for a training step's network steps (1-7) on the CPU with
-        SOLVER.AMP.ENABLED (on a GPU, Detectron2's AMPTrainer autocasts the whole step to
-        float16 instead); a no-op otherwise. The losses are computed in float32."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_training_amp and self.device.type == "cpu")
+        """A training step's autocast (CPU bfloat16 with SOLVER.AMP.ENABLED), see modeling/precision.py."""
+        return precision.training_autocast(self.device, self.cpu_training_amp)
 
     def losses(self, batched_inputs, images, padding_mask):
         """The weighted loss dict of a batch (``criterion``, see SetCriterion.forward): steps
