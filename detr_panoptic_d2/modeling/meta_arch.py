@@ -37,7 +37,7 @@ from . import postprocessing, precision
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
-from .detector_weights import drop_unused_training_weights, load_detector_state
+from .detector_weights import drop_unused_training_weights, freeze_detector, keep_detector_in_eval
 from .encoder_supervision import EncoderSemanticLoss
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
@@ -208,7 +208,7 @@ class DetrPanoptic(nn.Module):
         self.fold_batchnorm = fold_batchnorm
         self.frozen_detector = bool(frozen_weights)
         if self.frozen_detector:
-            self.freeze_detector(frozen_weights)
+            freeze_detector(self, frozen_weights)
 
     @classmethod
     def from_config(cls, cfg):
@@ -273,26 +273,12 @@ class DetrPanoptic(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
-    def detector_parameters(self):
-        """(name, parameter) of everything but the mask head: what stage 2 freezes."""
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("mask_head.")]
-
     def train(self, mode=True):
-        """As nn.Module.train; a frozen detector stays in eval mode, so that its BatchNorm
-        statistics do not drift and the mask head trains on the detector's inference-time
-        outputs (the reference keeps its dropout on; with FrozenBN that is the only difference)."""
+        """As nn.Module.train; a frozen detector stays in eval mode (detector_weights.keep_detector_in_eval)."""
         super().train(mode)
         if self.frozen_detector:
-            for name, module in self.named_children():
-                if name != "mask_head":
-                    module.train(False)
+            keep_detector_in_eval(self)
         return self
-
-    def freeze_detector(self, path):
-        """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
-        load_detector_state(self, path)
-        for _, p in self.detector_parameters():
-            p.requires_grad_(False)
 
     def normalize(self, image):
         """C x H x W image (INPUT.FORMAT, any dtype) -> float32 on the model's device, normalized
