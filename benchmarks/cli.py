@@ -15,6 +15,7 @@ import time
 import torch
 
 from detr_panoptic_d2.config import AMP_DTYPES
+from detr_panoptic_d2.data.user_datasets import add_register_argument
 
 from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
@@ -89,6 +90,7 @@ def argument_parser():
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and images (%(default)s)")
     p.add_argument("--json", metavar="PATH", help="also write the full report as JSON")
+    add_register_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return p
 
@@ -133,7 +135,7 @@ def run_benchmark(args):
         raise SystemExit(f"--clock cpu measures CPU time and cannot time {device}; use --clock wall")
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_cfg(args.config_file, args.opts, device)
+    cfg = load_cfg(args.config_file, args.opts, device, args.register)
     cfg.MODEL.DETR.TEST.AMP_DTYPE = args.amp
     if OUTPUTS[args.outputs] is not None:
         cfg.MODEL.DETR.TEST.INSTANCES_ON, cfg.MODEL.DETR.TEST.SEMANTIC_ON = OUTPUTS[args.outputs]
@@ -172,10 +174,15 @@ def run_benchmark(args):
         "mask_score_floor": cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR,
     }
     report["notes"] = _notes(cfg, inference, report["environment"], args.clock)
+    if info["own_weights"]:
+        report["notes"].append(
+            f"{', '.join(info['own_weights'])}: another architecture, with its own random weights (seed {args.seed}); "
+            "outputs, losses and gradients are not compared"
+        )
     if inference:
         results = run_inference(models, infer_inputs, **common)
         section = {"batch_size": args.batch_size, "modes": {k: r for k, (r, _) in results.items()}}
-        if len(models) == 2:
+        if len(models) == 2 and not info["own_weights"]:
             section["comparison"] = compare_outputs(*(outputs for _, outputs in results.values()))
         report["inference"] = _with_speedup(section)
     if inference and args.onnx:
@@ -185,7 +192,7 @@ def run_benchmark(args):
             args.train_batch_size, height, width, num_classes, args.targets_per_image, seed=args.seed + 1
         )
         section = {"batch_size": args.train_batch_size, "targets_per_image": args.targets_per_image, "modes": {}}
-        if len(models) == 2:
+        if len(models) == 2 and not info["own_weights"]:
             section["comparison"] = compare_training(*models.values(), train_inputs, amp=args.amp, device=device)
         section["modes"] = run_training(models, train_inputs, cfg, amp=args.amp, **common)
         report["training"] = _with_speedup(section)

@@ -19,11 +19,12 @@ REFERENCE = [
 ]
 
 
-def load_cfg(config_file, opts, device):
-    """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``."""
+def load_cfg(config_file, opts, device, register=()):
+    """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``; the
+    splits of DATASETS.REGISTER and ``register`` (--register values) registered."""
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"--config-file {config_file!r} does not exist")
-    cfg, _ = load_config(config_file, [*opts, "MODEL.DEVICE", device])
+    cfg, _ = load_config(config_file, [*opts, "MODEL.DEVICE", device], register=register)
     return cfg
 
 
@@ -33,7 +34,9 @@ def _detector_state(state):
 
 def build_models(cfg, variants, *, kept_queries, calibration_inputs, workdir, seed=0, above_floor=None):
     """Builds DetrPanoptic once per entry of ``variants`` (name -> config overrides, KEY VALUE
-    ...), all with the same weights. Returns ({name: model}, info dict).
+    ...), all with the same weights. Returns ({name: model}, info dict). A variant of another
+    architecture (a narrower backbone, say), which the weights do not fit, gets its own random
+    initialization seeded with ``seed``; info["own_weights"] names those variants.
 
     Weights: MODEL.WEIGHTS when set (DetrCheckpointer's safe loading; every weight must fit),
     else a random initialization seeded with ``seed``; with several variants, random weights
@@ -68,13 +71,18 @@ def build_models(cfg, variants, *, kept_queries, calibration_inputs, workdir, se
         frozen = os.path.join(workdir, "frozen_detector.pth")
         torch.save({"model": _detector_state(state)}, frozen)
     info["frozen_detector"] = bool(frozen)
-    models = {}
+    models, info["own_weights"] = {}, []
     for name, overrides in variants.items():
         variant_cfg = cfg.clone()
         variant_cfg.merge_from_list(list(overrides))
         variant_cfg.MODEL.DETR.FROZEN_WEIGHTS = frozen
         variant_cfg.MODEL.WEIGHTS = ""
+        torch.manual_seed(seed)
         models[name] = build_model(variant_cfg)
-        models[name].load_state_dict(state)
+        ours = models[name].state_dict()
+        if ours.keys() == state.keys() and all(ours[k].shape == v.shape for k, v in state.items()):
+            models[name].load_state_dict(state)
+        else:
+            info["own_weights"].append(name)
     info["variants"] = {name: list(overrides) for name, overrides in variants.items()}
     return models, info

@@ -11,8 +11,9 @@ AMP_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16
 
 
 def add_detr_panoptic_config(cfg):
-    """Adds the MODEL.DETR, INPUT.DETR, INPUT.CROP.PROB, DATALOADER.SKIP_BAD_SAMPLES and
-    SOLVER keys this project reads to ``cfg``, in place, and returns it.
+    """Adds the MODEL.DETR, MODEL.RESNETS.BASIC_BLOCKS_PER_STAGE, INPUT.DETR, INPUT.CROP.PROB,
+    DATALOADER.SKIP_BAD_SAMPLES, DATALOADER.CACHE_DECODED, DATASETS.REGISTER and SOLVER (SOLVER.EMA)
+    keys this project reads to ``cfg``, in place, and returns it.
 
     Keys already there (another plugin's under MODEL.DETR, say) are kept; one that this
     project also defines must already hold the same default, else ValueError names it."""
@@ -23,6 +24,7 @@ def add_detr_panoptic_config(cfg):
     keys.INPUT.CROP = CN()
     keys.DATALOADER = CN()
     keys.SOLVER = CN()
+    keys.DATASETS = CN()
     # Number of classes, things and stuff together, in the dataset's contiguous ids
     # (COCO panoptic: 80 things + 53 stuff). The class head has NUM_CLASSES + 1 outputs,
     # the last one being "no object".
@@ -161,6 +163,72 @@ def add_detr_panoptic_config(cfg):
     # keep the unfolded form.
     keys.MODEL.DETR.TEST.FOLD_BATCHNORM = True
 
+    # --- the BasicBlock ResNet of any width (MODEL.BACKBONE.NAME "build_basic_resnet_backbone",
+    # modeling/narrow_resnet.py; a cheaper backbone for small data such as the shapes demo) ---
+    # It reads MODEL.RESNETS.STEM_OUT_CHANNELS and RES2_OUT_CHANNELS (any width, doubled per
+    # stage: 32 is half R18's), NORM and OUT_FEATURES, and these blocks per stage from res2 on
+    # (R18: [2, 2, 2, 2]; stages after the last of OUT_FEATURES are not built).
+    keys.MODEL.RESNETS = CN()
+    keys.MODEL.RESNETS.BASIC_BLOCKS_PER_STAGE = [2, 2, 2, 2]
+    # --- end of the BasicBlock ResNet ---
+
+    # --- denoising queries (DN-DETR, Li et al., CVPR 2022), training only (modeling/denoising.py) ---
+    # GROUPS D > 0: each ground-truth segment also enters the decoder D times as a query built
+    # from its noised box and label, trained to give back its class and box without matching,
+    # masked from the matching queries (which never see them) and from the other groups.
+    # Inference never builds them (the deployed model is a plain DETR) and a checkpoint trained
+    # with them loads into a config with 0. 0: off (DN-DETR: 5). Not with FROZEN_WEIGHTS.
+    keys.MODEL.DETR.DN = CN()
+    keys.MODEL.DETR.DN.GROUPS = 0
+    # Probability that a denoising query's label is replaced by a random class (DN-DETR: 0.2).
+    keys.MODEL.DETR.DN.LABEL_NOISE = 0.2
+    # Box noise scale: the centre moves by up to this x half the box, width and height are
+    # scaled by 1 +- this (DN-DETR: 0.4).
+    keys.MODEL.DETR.DN.BOX_NOISE = 0.4
+    # --- end of denoising queries ---
+
+    # --- the in-memory sample cache (data/dataset_mapper.py) ---
+    # True: the dataset mapper keeps each file's decoded and checked image and panoptic PNG in
+    # memory after its first use, so later epochs skip decoding; augmentations still run per
+    # sample (the same samples as without it). About 6 bytes per training pixel per worker:
+    # for small datasets seen many times (the shapes demo).
+    keys.DATALOADER.CACHE_DECODED = False
+    # --- end of the in-memory sample cache ---
+
+    # --- the exponential moving average of the weights (engine/weight_averaging.py) ---
+    # True: keep an EMA of every parameter and buffer during training; each evaluation also
+    # runs on it (its metrics logged under "ema/", e.g. ema/panoptic_seg/PQ), checkpoints save
+    # it (--resume restores it). Training itself is unchanged. Learning-rate schedules: warm-up
+    # then cosine decay is Detectron2's SOLVER.LR_SCHEDULER_NAME "WarmupCosineLR".
+    keys.SOLVER.EMA = CN()
+    keys.SOLVER.EMA.ENABLED = False
+    # Per step: average = DECAY x average + (1 - DECAY) x weights (about the last
+    # 1 / (1 - DECAY) steps).
+    keys.SOLVER.EMA.DECAY = 0.999
+    # With ENABLED: model_final.pth holds the averaged weights as its "model" (what evaluation,
+    # the demo and the exporter load) and the raw ones as "raw_model"; False: the raw weights.
+    keys.SOLVER.EMA.DEPLOY = True
+    # --- end of the exponential moving average ---
+
+    # --- the panoptic merge rule (step 8) ---
+    # "reference": DETR's rule, per pixel the argmax of the kept queries' mask logits, stuff of
+    # one class merged, small segments dropped and their pixels given to the next best query
+    # (what converted official checkpoints were trained for; the COCO configs' rule).
+    # "score_weighted": Mask2Former's rule, per pixel the argmax of score x sigmoid(mask), a
+    # pixel kept only where its winner's sigmoid reaches MERGE_MASK_THRESHOLD, a query dropped
+    # when it wins less than MERGE_OVERLAP_THRESHOLD of its own mask; fewer duplicate and weak
+    # segments (modeling/score_weighted_merge.py). The exported model merges by the same rule.
+    keys.MODEL.DETR.TEST.MERGE = "reference"
+    # "score_weighted" only: the sigmoid a pixel's winner needs for the pixel to be its.
+    keys.MODEL.DETR.TEST.MERGE_MASK_THRESHOLD = 0.5
+    # "score_weighted" only: the fraction of a query's own mask (sigmoid >= MERGE_MASK_THRESHOLD)
+    # it must win in the argmax (Mask2Former's ratio), else it is dropped and its pixels are void.
+    keys.MODEL.DETR.TEST.MERGE_OVERLAP_THRESHOLD = 0.8
+    # "score_weighted" only: True gives a stuff segment the pixels it wins below
+    # MERGE_MASK_THRESHOLD (stuff regions do not lose pixels to void); False leaves them void.
+    keys.MODEL.DETR.TEST.MERGE_STUFF_FILLS_VOID = True
+    # --- end of the panoptic merge rule ---
+
     # DETR's training augmentation: with probability CROP.PROB (ours), resize the shortest
     # edge to one of INPUT.DETR.CROP_PRE_RESIZE, crop with INPUT.CROP, then the usual
     # multi-scale resize (INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN).
@@ -177,6 +245,13 @@ def add_detr_panoptic_config(cfg):
     keys.SOLVER.OPTIMIZER = "ADAMW"
     # Backbone learning rate = BASE_LR * BACKBONE_MULTIPLIER.
     keys.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # Datasets on disk, registered by every tool on start-up (data/user_datasets.py): a list of
+    # COCO-panoptic splits, each {"name": ..., "json": panoptic JSON, "image_dir": ..., "png_dir":
+    # panoptic PNGs, "sem_seg_dir": semantic PNGs for mIoU, optional}; name them in DATASETS.TRAIN
+    # and TEST. --register NAME JSON IMAGE_DIR PNG_DIR appends one, so the config.yaml a run saves
+    # in OUTPUT_DIR is all later tools need.
+    keys.DATASETS.REGISTER = []
+
     _add_keys(cfg, keys, "")
     return cfg
 

@@ -13,6 +13,11 @@ building any model:
 - ``python -m MODULE``: the module is importable; ``pip``: its requirement files exist;
 - ``make TARGET VAR=...``: the target and the variable are the Makefile's; ``DEMO_ARGS`` holds
   keys of the demo's config;
+- a ``--config-file DIR/config.yaml`` that is not in the repository is accepted only when an
+  earlier command of the same block is a training tool (``WRITES_CONFIG``) whose overrides set
+  its output folder to DIR (``OUTPUT_DIR DIR``, ``train.output_dir=DIR``): that run writes the
+  file. The later command's overrides are then checked against what it writes: the earlier
+  command's config file with the earlier overrides merged;
 - other programs: only those of ``OTHER_PROGRAMS``.
 
 Runnable blocks hold no placeholders (``<path>``): a token with ``<...>`` fails.
@@ -36,6 +41,9 @@ OTHER_PROGRAMS = {"git", "cd", "tensorboard", "source", "export", "mkdir", "ls",
 SEPARATORS = {"&&", "||", ";", "|"}
 PLACEHOLDER = re.compile(r"<[A-Za-z][^>]*>")
 DEMO_CONFIG = "configs/shapes/detr_R18_shapes.yaml"
+# Training tools that save their whole config as <output folder>/config.yaml, with the override
+# that names that folder: yaml (KEY VALUE) or LazyConfig (a.b=c).
+WRITES_CONFIG = {"tools/train_net.py": "OUTPUT_DIR", "tools/lazyconfig_train_net.py": "train.output_dir="}
 
 
 def doc_files():
@@ -43,9 +51,10 @@ def doc_files():
 
 
 def shell_commands(text):
-    """[(line number, [token, ...])] of the shell commands in the fenced shell blocks of ``text``."""
+    """[(line number, [token, ...], block number)] of the shell commands in the fenced shell
+    blocks of ``text``."""
     commands = []
-    for block in SHELL_BLOCK.finditer(text):
+    for number, block in enumerate(SHELL_BLOCK.finditer(text)):
         first_line = text.count("\n", 0, block.start(2)) + 1
         lines = block.group(2).split("\n")
         i = 0
@@ -60,7 +69,7 @@ def shell_commands(text):
             for token in tokens + [";"]:
                 if token in SEPARATORS:
                     if command:
-                        commands.append((first_line + start, command))
+                        commands.append((first_line + start, command, number))
                     command = []
                 else:
                     command.append(token)
@@ -72,8 +81,10 @@ def all_commands():
     for path in doc_files():
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        for line, tokens in shell_commands(text):
-            cases.append(pytest.param(tokens, id=f"{os.path.relpath(path, ROOT)}:{line}"))
+        commands = shell_commands(text)
+        for i, (line, tokens, block) in enumerate(commands):
+            earlier = [c[1] for c in commands[:i] if c[2] == block]
+            cases.append(pytest.param(tokens, earlier, id=f"{os.path.relpath(path, ROOT)}:{line}"))
     return cases
 
 
@@ -111,7 +122,38 @@ def _parse(module, path, argv):
     pytest.fail(f"{path} exposes no parser (get_parser() or parse_args(argv)) to check its documented command")
 
 
-def _config_files(module, path, args):
+def _without_env(tokens):
+    while tokens and re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[0]):  # VAR=value before a command
+        tokens = tokens[1:]
+    return tokens
+
+
+def written_config(config_file, earlier):
+    """(tool, config file, overrides) of the last command of ``earlier`` (the commands before
+    this one in its block) that is a training tool of WRITES_CONFIG and sets its output folder
+    to the folder of ``config_file`` (a ``.../config.yaml``), or None."""
+    if os.path.basename(config_file) != "config.yaml":
+        return None
+    folder = os.path.normpath(os.path.dirname(config_file))
+    for tokens in reversed(earlier):
+        tokens = _without_env(tokens)
+        if len(tokens) < 2 or not PYTHONS.match(tokens[0]) or tokens[1] not in WRITES_CONFIG:
+            continue
+        tool, key = tokens[1], WRITES_CONFIG[tokens[1]]
+        args = _parse(_tool(tool), tool, tokens[2:])
+        opts = list(getattr(args, "opts", None) or [])
+        if key.endswith("="):
+            dirs = [o[len(key):] for o in opts if o.startswith(key)]
+        else:
+            dirs = [v for k, v in zip(opts[::2], opts[1::2]) if k == key]
+        if dirs and os.path.normpath(dirs[-1]) == folder:
+            return tool, args.config_file, opts
+    return None
+
+
+def _config_files(module, path, args, earlier=()):
+    """[(config file, what wrote it)]: ``what wrote it`` is None for a file of the repository,
+    else written_config's (tool, config file, overrides) of the earlier command writing it."""
     files = getattr(args, "config_file", None)
     if files == "":
         pytest.fail(f"{path}: --config-file is missing (the tool cannot run without one)")
@@ -120,18 +162,25 @@ def _config_files(module, path, args):
         if files is None:
             return []
     files = [files] if isinstance(files, str) else list(files)
+    found = []
     for f in files:
-        assert os.path.isfile(os.path.join(ROOT, f)), f"{path}: --config-file {f} does not exist"
-    return files
+        writer = None if os.path.isfile(os.path.join(ROOT, f)) else written_config(f, earlier)
+        assert writer or os.path.isfile(os.path.join(ROOT, f)), (
+            f"{path}: --config-file {f} does not exist, and no earlier command of the block is a training "
+            f"tool ({sorted(WRITES_CONFIG)}) whose output folder is {os.path.dirname(f) or '.'}"
+        )
+        found.append((f, writer))
+    return found
 
 
-def check_yaml_keys(config_file, pairs, where):
+def check_yaml_keys(config_file, pairs, where, base_pairs=()):
     """Each KEY of ``pairs`` (["KEY", "VALUE", ...]) is a key of ``config_file`` (project defaults
-    included) and its VALUE merges into it."""
+    included, then ``base_pairs`` merged) and its VALUE merges into it."""
     from detr_panoptic_d2.engine import load_config
 
     assert len(pairs) % 2 == 0, f"{where}: overrides must be KEY VALUE pairs, got {pairs}"
     cfg, _ = load_config(config_file)
+    cfg.merge_from_list(list(base_pairs))
     for key, value in zip(pairs[::2], pairs[1::2]):
         node = cfg
         for part in key.split("."):
@@ -157,7 +206,7 @@ def check_lazy_keys(config_file, overrides, where):
         assert found is not missing, f"{where}: {key} is not a key of {config_file}"
 
 
-def check_tool(path, argv):
+def check_tool(path, argv, earlier=()):
     assert os.path.isfile(os.path.join(ROOT, path)), f"{path} does not exist"
     module = _tool(path)
     args = _parse(module, path, argv)
@@ -165,9 +214,16 @@ def check_tool(path, argv):
         return
     opts = list(getattr(args, "opts", None) or [])
     baseline = [x for pair in getattr(args, "baseline", None) or [] for x in pair]
-    for config_file in _config_files(module, path, args):
+    for config_file, writer in _config_files(module, path, args, earlier):
         where = f"{path} --config-file {config_file}"
-        if config_file.endswith(".py"):
+        if writer is not None:
+            tool, source, source_opts = writer
+            where += f" (written by {tool} --config-file {source})"
+            if WRITES_CONFIG[tool].endswith("="):
+                check_lazy_keys(source, opts, where)
+            else:
+                check_yaml_keys(source, opts + baseline, where, base_pairs=source_opts)
+        elif config_file.endswith(".py"):
             check_lazy_keys(config_file, opts, where)
         else:
             check_yaml_keys(config_file, opts + baseline, where)
@@ -200,9 +256,8 @@ def check_pip(tokens):
             assert os.path.exists(os.path.join(ROOT, path)), f"pip: {value} does not exist"
 
 
-def check_command(tokens):
-    while tokens and re.match(r"^[A-Z_][A-Z0-9_]*=", tokens[0]):  # VAR=value before a command
-        tokens = tokens[1:]
+def check_command(tokens, earlier=()):
+    tokens = _without_env(tokens)
     bad = [t for t in tokens if PLACEHOLDER.search(t)]
     assert not bad, f"placeholders in a runnable block: {bad}"
     program, rest = tokens[0], tokens[1:]
@@ -213,7 +268,7 @@ def check_command(tokens):
                 return check_pip(rest)
             assert importlib.util.find_spec(module) is not None, f"python -m {module}: no such module"
             return None
-        return check_tool(rest[0], rest[1:])
+        return check_tool(rest[0], rest[1:], earlier)
     if program == "make":
         return check_make(rest)
     if program in ("pip", "pip3"):
@@ -232,9 +287,27 @@ def test_the_docs_hold_commands():
     assert any(c.startswith("python tools/train_net.py") for c in flat)
 
 
-@pytest.mark.parametrize("tokens", COMMANDS)
-def test_documented_command(tokens):
-    check_command(tokens)
+def test_a_written_config_counts_in_its_own_block_only():
+    """A config a training command writes is accepted later in its block, against the earlier
+    command's config; not in another block, and not for another output folder."""
+    train = "python tools/train_net.py --config-file configs/shapes/detr_R18_shapes.yaml OUTPUT_DIR output/a\n"
+    evaluate = "python tools/train_net.py --config-file output/a/config.yaml --eval-only MODEL.WEIGHTS output/a/m.pth\n"
+    one_block = shell_commands(f"```bash\n{train}{evaluate}```\n")
+    check_command(one_block[1][1], [one_block[0][1]])
+    two_blocks = shell_commands(f"```bash\n{train}```\n\n```bash\n{evaluate}```\n")
+    assert two_blocks[0][2] != two_blocks[1][2]
+    with pytest.raises(AssertionError, match="does not exist, and no earlier command"):
+        check_command(two_blocks[1][1], [])
+    other = shell_commands(f"```bash\n{train.replace('output/a', 'output/b')}{evaluate}```\n")
+    with pytest.raises(AssertionError, match="does not exist, and no earlier command"):
+        check_command(other[1][1], [other[0][1]])
+    with pytest.raises(AssertionError, match="MODEL.WEIGHT is not a key"):
+        check_command(one_block[1][1][:-2] + ["MODEL.WEIGHT", "x.pth"], [one_block[0][1]])
+
+
+@pytest.mark.parametrize("tokens, earlier", COMMANDS)
+def test_documented_command(tokens, earlier):
+    check_command(tokens, earlier)
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -330,3 +330,26 @@ def test_benchmark_times_onnxruntime_next_to_pytorch(tmp_path, capsys):
     )
     assert section["comparison"]["same_segments"] and section["comparison"]["min_pixel_agreement"] >= 0.999
     assert "onnxruntime vs PyTorch, end to end (1 threads" in capsys.readouterr().out
+
+
+
+def test_onnxruntime_merges_by_the_configs_rule_as_the_pytorch_model(exported):
+    """MODEL.DETR.TEST.MERGE "score_weighted" at run time: onnxruntime's output equals the
+    PyTorch model's under that rule, which differs from the reference rule's on these images;
+    without a config, the rule the export recorded (the reference's) applies."""
+    cfg, model, path = exported
+    weighted = cfg.clone()
+    weighted.MODEL.DETR.TEST.MERGE = "score_weighted"
+    runtime = OnnxPanopticModel(path, weighted)
+    assert OnnxPanopticModel(path).merge["rule"] == "reference"
+    images = _images()[:3]
+    by_reference = [_pytorch(model, x) for x in images]
+    reference_merge = model.merge
+    model.merge = {**reference_merge, "rule": "score_weighted"}
+    try:
+        by_score = [_pytorch(model, x) for x in images]
+    finally:
+        model.merge = reference_merge
+    for x, expected in zip(images, by_score):
+        assert_same_panoptic(expected, runtime([x])[0]["panoptic_seg"])
+    assert any(not torch.equal(a[0], b[0]) for a, b in zip(by_reference, by_score))

@@ -133,7 +133,10 @@ def test_evaluators_follow_the_enabled_outputs_and_metadata(tmp_path, caplog):
 
 
 def test_other_evaluator_types_are_refused():
-    with pytest.raises(ValueError, match="'coco_2017_val'.*evaluator_type 'coco'"):
+    with pytest.raises(ValueError, match="'lvis_v1_val'.*evaluator_type 'lvis'"):
+        build_panoptic_evaluator(tiny_cfg(), "lvis_v1_val", None)
+    # A COCO detection dataset is evaluated for AP only: without instance outputs nothing applies.
+    with pytest.raises(NotImplementedError, match="'coco_2017_val'.*INSTANCES_ON"):
         build_panoptic_evaluator(tiny_cfg(), "coco_2017_val", None)
 
 

@@ -10,6 +10,8 @@ from COCO category ids to Detectron2's contiguous ids (see --classes).
     python tools/convert_detr_checkpoint.py detr-r50-panoptic-00ce5173.pth models/detr_R50_panoptic.pth
     python tools/train_net.py --config-file configs/coco/detr_R50_panoptic.yaml --eval-only \
         MODEL.WEIGHTS models/detr_R50_panoptic.pth
+
+MODEL.WEIGHTS may also name the source itself: it is converted on load the same way.
 """
 import argparse
 import sys
@@ -17,6 +19,7 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from detr_panoptic_d2.checkpoint import UnsafeCheckpointError, convert_checkpoint
+from detr_panoptic_d2.data.user_datasets import add_register_argument, register_config_splits, split_entry
 
 
 def get_parser():
@@ -37,12 +40,14 @@ def get_parser():
         help="unpickle arbitrary objects in the source (only for files you trust); by default only tensors, "
         "plain containers and argparse.Namespace are loaded",
     )
+    add_register_argument(parser)
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
     logger = setup_logger(name="detr_panoptic_d2")
+    register_config_splits([split_entry(*values) for values in args.register], key="--register")
     try:
         conversion = convert_checkpoint(args.source, args.output, args.classes, allow_unsafe=args.unsafe_load)
     except (UnsafeCheckpointError, FileNotFoundError, KeyError, ValueError) as e:

@@ -13,6 +13,16 @@ atomically. An image that cannot be read is reported with the reason and skipped
 status is then 1. --skip-existing continues a killed run. --num-gpus N runs N processes (one
 per GPU, or CPU processes without GPUs), each on its share of the images. Runs on the GPU when
 MODEL.DEVICE is cuda and one is available, else on the CPU.
+
+    python tools/demo.py --config-file CONFIG --video-input clip.mp4 --output clip_panoptic.avi \
+        --opts MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file CONFIG --webcam --opts MODEL.WEIGHTS model_final.pth
+
+--video-input writes every frame annotated to --output (a .avi or .mp4 file, or a folder:
+<folder>/<video name>.avi) at the input's frame rate, with Detectron2's VideoVisualizer (a
+segment keeps its colour from frame to frame) and a progress bar; a frame that cannot be
+decoded is reported and skipped (exit status 1), the others are written. --webcam shows the
+annotated frames of camera 0 live (Esc quits). Both run in one process.
 """
 import argparse
 import sys
@@ -20,13 +30,21 @@ import sys
 import torch.multiprocessing as mp
 from detectron2.engine import launch
 
+from detectron2.utils.logger import setup_logger
+
 from detr_panoptic_d2.predict import run_demo_process
-from detr_panoptic_d2.predict.cli import add_inference_arguments
+from detr_panoptic_d2.predict.cli import add_inference_arguments, build_predictor, setup_inference_cfg
+from detr_panoptic_d2.predict.video import FrameDrawer, UnreadableVideo, annotate_video, show_webcam
 
 
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_inference_arguments(parser, output_help="folder for the outputs (created if needed)")
+    add_inference_arguments(
+        parser, output_help="folder for the outputs (created if needed); with --video-input the video file to write",
+        images_required=False,
+    )
+    parser.add_argument("--video-input", metavar="FILE", default=None, help="a video file to annotate (instead of --input)")
+    parser.add_argument("--webcam", action="store_true", help="annotate camera 0 live (instead of --input)")
     parser.add_argument(
         "--save-coco-panoptic", action="store_true", help="also write COCO panoptic PNGs and a predictions JSON"
     )
@@ -52,8 +70,31 @@ def get_parser():
     return parser
 
 
+def run_video(args):
+    """--video-input or --webcam, in this process. Returns the exit status."""
+    setup_logger(name="detr_panoptic_d2")
+    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold, args.register)
+    drawer = FrameDrawer(*build_predictor(cfg, args.onnx))
+    try:
+        if args.webcam:
+            show_webcam(drawer)
+            return 0
+        _, broken = annotate_video(drawer, args.video_input, args.output)
+    except UnreadableVideo as e:
+        raise SystemExit(str(e)) from e
+    return 1 if broken else 0
+
+
 def main(argv=None):
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    sources = [name for name in ("input", "video_input", "webcam") if getattr(args, name)]
+    if len(sources) != 1:
+        parser.error("give one of --input, --video-input and --webcam")
+    if not args.webcam and not args.output:
+        parser.error("--output is required with --input and --video-input")
+    if args.video_input or args.webcam:
+        return run_video(args)
     for name, least in (("batch_size", 1), ("num_workers", 0), ("num_gpus", 1), ("num_machines", 1)):
         if getattr(args, name) < least:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least {least}, got {getattr(args, name)}")

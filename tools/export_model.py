@@ -8,7 +8,8 @@ Writes <output>/model.onnx (one uint8 C x H x W image in INPUT.FORMAT, after the
 resize, and the score threshold -> per-query scores, classes, boxes and the kept queries'
 mask logits; opset 17) and <output>/model.json (classes, thing/stuff ids, input format,
 normalization, test-time resize, post-processing values, the config sizes and their
-fingerprint). Run it with tools/demo.py --onnx, tools/train_net.py --eval-only --onnx,
+fingerprint). The classes come with the model: those its checkpoint names, or the
+dataset's. Run it with tools/demo.py --onnx, tools/train_net.py --eval-only --onnx,
 or detr_panoptic_d2.export.OnnxPanopticModel. Trailing KEY VALUE pairs override the config.
 """
 import argparse
@@ -19,7 +20,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
-from detr_panoptic_d2.predict.cli import setup_inference_cfg
+from detr_panoptic_d2.data.user_datasets import add_register_argument
+from detr_panoptic_d2.predict.cli import setup_inference_cfg, use_checkpoint_classes
 
 logger = logging.getLogger("detr_panoptic_d2")
 FORMATS = ["onnx", "torch-export"]
@@ -35,6 +37,7 @@ def get_parser():
         help="static shapes: mask logits of the K best-scoring queries with a validity flag, instead of those "
         "of the queries that pass the threshold (dynamic count; the default)",
     )
+    add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
     return parser
 
@@ -49,10 +52,11 @@ def main(argv=None):
             "--format torch-export is not available: torch.export cannot trace the data-dependent number of kept "
             "queries through the mask head's GroupNorm (see docs/EXPORT.md); use --format onnx"
         )
-    cfg = setup_inference_cfg(args.config_file, args.opts)
+    cfg = setup_inference_cfg(args.config_file, args.opts, register=args.register)
+    use_checkpoint_classes(cfg)
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
-        DetrCheckpointer(model).load_complete(cfg.MODEL.WEIGHTS)
+        DetrCheckpointer(model, datasets=cfg.DATASETS.TEST[:1]).load_complete(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: exporting random weights")
     path = export_onnx(cfg, model.cpu(), args.output, top_k=args.top_k)

@@ -13,12 +13,11 @@ is detr_panoptic_d2.engine.lazy's: our optimizer, full-model clipping, evaluator
 """
 from detectron2.engine import default_argument_parser, launch
 
-from detr_panoptic_d2.data.user_datasets import add_register_argument, register_from_args
+from detr_panoptic_d2.data.user_datasets import add_register_argument
 from detr_panoptic_d2.engine.lazy import lazy_eval_only, lazy_setup, lazy_train
 
 
 def main(args):
-    register_from_args(args)
     cfg = lazy_setup(args)
     if args.eval_only:
         return lazy_eval_only(cfg, args.resume)

@@ -8,6 +8,8 @@
     tools/train_net.py --config-file CONFIG --eval-only --onnx exported/model.onnx   # PQ of an export
     tools/train_net.py --config-file CONFIG --register my_train JSON IMAGE_DIR PNG_DIR \
         DATASETS.TRAIN "('my_train',)" MODEL.DETR.NUM_CLASSES 7   # a COCO-panoptic split on disk
+    tools/train_net.py --config-file OUTPUT_DIR/config.yaml --eval-only MODEL.WEIGHTS OUTPUT_DIR/model_final.pth
+        # the saved config registers the split again (DATASETS.REGISTER)
 
 Trailing KEY VALUE pairs override the config. The trainer is ``DetrTrainer``.
 """
@@ -16,19 +18,18 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
-from detr_panoptic_d2.data.user_datasets import add_register_argument, register_from_args
+from detr_panoptic_d2.data.user_datasets import add_register_argument
 from detr_panoptic_d2.engine import DetrTrainer, setup
 from detr_panoptic_d2.export.evaluate import evaluate_exported
 
 
 def main(args):
-    register_from_args(args)
     cfg = setup(args)
     if getattr(args, "onnx", None):
         return evaluate_exported(cfg, args.onnx)
     if args.eval_only:
         model = DetrTrainer.build_model(cfg)
-        checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+        checkpointer = DetrCheckpointer(model, save_dir=cfg.OUTPUT_DIR, datasets=cfg.DATASETS.TEST)
         resume = args.resume and checkpointer.has_checkpoint()
         checkpointer.load_complete(checkpointer.get_checkpoint_file() if resume else cfg.MODEL.WEIGHTS)
         results = DetrTrainer.test(cfg, model)

@@ -12,4 +12,6 @@ train = dict(
     log_period=20,
     device="cuda",  # falls back to "cpu" when CUDA is unavailable
     seed=-1,
+    # An EMA of the weights, evaluated beside them and deployed in model_final.pth (as SOLVER.EMA).
+    ema=dict(enabled=False, decay=0.999, deploy=True),
 )

@@ -36,6 +36,7 @@ dataloader.train.mapper.augmentations = [
     L(T.RandomFlip)(horizontal=True, vertical=False),
     L(T.ResizeShortestEdge)(short_edge_length=[96], max_size=144, sample_style="choice"),
 ]
+dataloader.train.mapper.cache_decoded = True  # decoded samples kept in memory (see detr_R18_shapes.yaml)
 dataloader.train.total_batch_size = 8
 dataloader.train.num_workers = 0
 dataloader.test.dataset.names = "shapes_panoptic_val"

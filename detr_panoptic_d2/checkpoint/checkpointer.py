@@ -16,6 +16,17 @@ the backbone when starting from ImageNet weights) are logged by Detectron2 as us
 (e.g. ``detectron2://ImageNetPretrained/...`` on a machine without network) is an OSError
 naming it and the config key, not a bare network traceback.
 
+Official weights as they are: a MODEL.WEIGHTS file (or URL) holding an official DETR
+checkpoint (facebookresearch/detr: R50, DC5, R101; detection or panoptic) or a HuggingFace
+DetrForSegmentation / DetrForObjectDetection state dict (``pytorch_model.bin``,
+``model.safetensors``, or the model folder) is recognised by its key names and converted on
+load as tools/convert_detr_checkpoint.py converts it (convert.convert_state, the class head
+re-indexed from COCO category ids); the log says so, with the config options it fits.
+
+Classes: with ``datasets`` (dataset names), every saved checkpoint names the classes of the
+first (model_classes), and ``load_complete`` refuses a checkpoint naming other classes than
+any of them, naming both.
+
 Saving: the checkpoint is written to a temporary file in the same folder, flushed to disk
 and renamed over the final name, and ``last_checkpoint`` likewise, so a run killed at any
 moment never leaves a partial checkpoint under a checkpoint's name, and ``last_checkpoint``
@@ -30,6 +41,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
 from ..atomic_files import atomic_write
+from .convert import SourceCheckpoint, convert_state, hf_config_beside, layout_of, read_source, weights_file
+from .model_classes import CLASSES_KEY, check_classes, dataset_classes
 from .safe_load import UnsafeCheckpointError, load_checkpoint_file
 
 # (module, name) pairs a Detectron2 model-zoo .pkl may reference: numpy arrays and scalars
@@ -76,18 +89,70 @@ def _mismatches(incorrect_shapes):
     return [f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in incorrect_shapes]
 
 
-class DetrCheckpointer(DetectionCheckpointer):
-    """A DetectionCheckpointer (same arguments) with safe loading, atomic saving and a
-    re-initialized class head when fine-tuning to other classes (see the module docstring)."""
+def _is_state(obj):
+    return isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
-    def __init__(self, model, save_dir="", *, allow_unsafe=False, **kwargs):
+
+def _conversion_summary(conversion):
+    """What a converted checkpoint is, for the log: layout, detection or panoptic, ResNet depth."""
+    opts = dict(zip(conversion.opts[::2], conversion.opts[1::2]))
+    kind = "panoptic" if opts.get("MODEL.MASK_ON") == "True" else "detection"
+    depth = opts.get("MODEL.RESNETS.DEPTH", "?")
+    dc5 = "DC5-" if opts.get("MODEL.RESNETS.RES5_DILATION") == "2" else ""
+    return f"{'an official' if conversion.source_format == 'official' else 'a HuggingFace'} DETR {dc5}R{depth} {kind} checkpoint"
+
+
+def convert_on_load(source, log=None):
+    """A SourceCheckpoint of the official or HuggingFace layout -> the checkpoint dict
+    Detectron2's checkpointer loads: {"model": converted state, "classes": the converter's
+    class mapping (model_classes), "conversion": how}. ``log``: called with one message."""
+    conversion = convert_state(source)
+    classes = None if conversion.classes == "keep" else dataset_classes(conversion.classes)
+    if log is not None:
+        log(
+            f"{source.path}: {_conversion_summary(conversion)} (not a Detectron2 one), converted on load as "
+            f"tools/convert_detr_checkpoint.py does: class rows re-indexed from COCO category ids to the contiguous "
+            f"ids of {conversion.classes}; config options it fits: {' '.join(conversion.opts)}"
+        )
+    info = {"source": source.path, "format": conversion.source_format, "classes": conversion.classes}
+    return {"model": conversion.state, CLASSES_KEY: classes, "conversion": info}
+
+
+def read_checkpoint_classes(path, allow_unsafe=False):
+    """The classes a checkpoint file or URL names (model_classes): its ``"classes"`` entry, or
+    for an official / HuggingFace DETR checkpoint those of its converter's class mapping.
+    None when it names none (e.g. saved without a dataset, or a Detectron2 model-zoo .pkl)."""
+    local = path if os.path.exists(path) else PathManager.get_local_path(path)
+    local = weights_file(local)
+    if local.endswith(".pkl"):
+        return None
+    if local.endswith(".safetensors"):
+        return convert_on_load(read_source(local))[CLASSES_KEY]
+    obj = load_checkpoint_file(local, allow_unsafe)
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if _is_state(state) and layout_of(state) in ("official", "huggingface"):
+        args = obj.get("args") if "model" in obj else None
+        return convert_on_load(SourceCheckpoint(local, state, args, hf_config_beside(local)))[CLASSES_KEY]
+    return obj.get(CLASSES_KEY) if isinstance(obj, dict) else None
+
+
+class DetrCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer (same arguments) with safe loading, atomic saving, official and
+    HuggingFace DETR weights converted on load, the classes of ``datasets`` saved and checked,
+    and a re-initialized class head when fine-tuning to other classes (see the module
+    docstring)."""
+
+    def __init__(self, model, save_dir="", *, allow_unsafe=False, datasets=(), **kwargs):
         super().__init__(model, save_dir, **kwargs)
         self.allow_unsafe = allow_unsafe
+        self.datasets = [datasets] if isinstance(datasets, str) else list(datasets)
         self.incompatible = None
         self._require_complete = False
         self._loading = None
 
     def load(self, path, *args, **kwargs):
+        if path and os.path.isdir(path):
+            path = weights_file(path)
         try:
             return super().load(path, *args, **kwargs)
         except urllib.error.URLError as e:
@@ -135,7 +200,7 @@ class DetrCheckpointer(DetectionCheckpointer):
         self.incompatible = None
         self._require_complete = True
         try:
-            self.load(path)
+            extra = self.load(path)
         finally:
             self._require_complete = False
         report = self.incompatible
@@ -147,12 +212,22 @@ class DetrCheckpointer(DetectionCheckpointer):
                 f"{' ...' if len(missing) > 10 else ''}; shape mismatches (checkpoint vs model) {shapes[:10]}. "
                 "Check MODEL.WEIGHTS and the config's sizes (e.g. MODEL.DETR.NUM_CLASSES)"
             )
+        if extra.get(CLASSES_KEY):
+            for name in self.datasets:
+                check_classes(extra[CLASSES_KEY], name, f"Checkpoint {path!r}")
+        return extra
 
     def _load_file(self, filename):
         self._loading = filename
         if filename.endswith(".pkl") and not self.allow_unsafe:
             check_plain_pickle(filename)
-        return super()._load_file(filename)
+        if filename.endswith(".safetensors"):
+            return convert_on_load(read_source(filename), self.logger.info)
+        loaded = super()._load_file(filename)
+        if _is_state(loaded["model"]) and layout_of(loaded["model"]) in ("official", "huggingface"):
+            source = SourceCheckpoint(filename, loaded["model"], loaded.get("args"), hf_config_beside(filename))
+            return convert_on_load(source, self.logger.info)
+        return loaded
 
     def _torch_load(self, f):
         return load_checkpoint_file(f, self.allow_unsafe)
@@ -161,6 +236,9 @@ class DetrCheckpointer(DetectionCheckpointer):
         if not (self.save_dir and self.save_to_disk and os.path.isdir(self.save_dir)):
             return super().save(name, **kwargs)
         data = {"model": self.model.state_dict()}
+        classes = dataset_classes(self.datasets[0]) if self.datasets else None
+        if classes:
+            data[CLASSES_KEY] = classes
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         basename = f"{name}.pth"

@@ -44,7 +44,8 @@ class Conversion:
     opts: list = field(default_factory=list)
 
 
-def _weights_file(path):
+def weights_file(path):
+    """``path``, or the weights file of a HuggingFace model folder (HF_WEIGHT_FILES)."""
     if not os.path.isdir(path):
         return path
     for name in HF_WEIGHT_FILES:
@@ -57,7 +58,7 @@ def read_source(path, allow_unsafe=False):
     """Reads a DETR checkpoint: a torch file (official ``.pth`` or HuggingFace
     ``pytorch_model.bin``), a ``.safetensors`` file, or a HuggingFace model folder.
     Torch files are loaded with weights_only (see safe_load). Returns a SourceCheckpoint."""
-    weights = _weights_file(os.fspath(path))
+    weights = weights_file(os.fspath(path))
     if weights.endswith(".safetensors"):
         if not PathManager.isfile(weights):
             raise FileNotFoundError(f"Checkpoint file {weights!r} does not exist")
@@ -66,25 +67,42 @@ def read_source(path, allow_unsafe=False):
         obj = load_checkpoint_file(weights, allow_unsafe)
         state = model_state_of(obj, weights)
         args = obj.get("args") if isinstance(obj, dict) and "model" in obj else None
-    config_file = os.path.join(os.path.dirname(weights), "config.json")
-    hf_config = None
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            hf_config = json.load(f)
-    return SourceCheckpoint(weights, state, args, hf_config)
+    return SourceCheckpoint(weights, state, args, hf_config_beside(weights))
+
+
+def hf_config_beside(weights):
+    """The HuggingFace ``config.json`` in the folder of ``weights`` as a dict, None if absent."""
+    config_file = os.path.join(os.path.dirname(os.fspath(weights)), "config.json")
+    if not os.path.isfile(config_file):
+        return None
+    with open(config_file, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def layout_of(state):
+    """The layout of a state dict, from its key names: "detectron2" (this project's
+    DetrPanoptic, or any other Detectron2 model), "official" (facebookresearch/detr),
+    "huggingface" (DetrForSegmentation / DetrForObjectDetection) or None (unknown)."""
+    keys = list(strip_detr_prefix(state))
+    if any(k.startswith(("backbone.stem.", "backbone.res")) or ".ffn.linear1." in k for k in keys):
+        return "detectron2"
+    if any(k.startswith("transformer.") for k in keys) and any(k.startswith("backbone.0.body.") for k in keys):
+        return "official"
+    if any(k.startswith("model.") for k in keys) and any(k.startswith("class_labels_classifier.") for k in keys):
+        return "huggingface"
+    return None
 
 
 def detect_format(state, path):
     """"official" or "huggingface", from the key names; ValueError for anything else."""
-    keys = list(strip_detr_prefix(state))
-    if any(k.startswith(("backbone.stem.", "backbone.res")) or ".ffn.linear1." in k for k in keys):
+    layout = layout_of(state)
+    if layout == "detectron2":
         raise ValueError(
             f"{path!r} is already a Detectron2 checkpoint of DetrPanoptic: use it as MODEL.WEIGHTS as it is"
         )
-    if any(k.startswith("transformer.") for k in keys):
-        return "official"
-    if any(k.startswith("model.") for k in keys):
-        return "huggingface"
+    if layout is not None:
+        return layout
+    keys = list(strip_detr_prefix(state))
     raise ValueError(
         f"{path!r} is neither an official DETR checkpoint (keys 'detr.transformer.*' or 'transformer.*') "
         f"nor a HuggingFace DETR one (keys 'detr.model.*' or 'model.*'); its first keys: {keys[:5]}"

@@ -34,7 +34,7 @@ def check_num_classes(num_classes, dataset_names, key="MODEL.DETR.NUM_CLASSES"):
             raise DatasetConfigError(
                 name, key,
                 f"Dataset {name!r} is not registered: pass --register {name} JSON IMAGE_DIR PNG_DIR for a "
-                "COCO-panoptic-format split on disk",
+                "COCO-panoptic-format split on disk, or list it in DATASETS.REGISTER (dataloader.register)",
             )
         count = len(dataset_category_ids(name))
         if count != num_classes:

@@ -28,6 +28,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import add_detr_panoptic_config
+from ..data.user_datasets import register_yaml_splits
 from ..data.validation import check_num_classes
 
 logger = logging.getLogger(__name__)
@@ -104,14 +105,17 @@ def adapt_to_machine(cfg, eval_only=False):
     return adapt_config(cfg, YAML_KEYS, eval_only)
 
 
-def load_config(config_file, opts=(), *, eval_only=False):
+def load_config(config_file, opts=(), *, eval_only=False, register=(), data_optional=False):
     """The (unfrozen) config of ``config_file``: Detectron2's defaults, the plugin's keys
     (``add_detr_panoptic_config``), the file, then ``opts`` (["KEY", "VALUE", ...]), adapted
-    to the machine (``adapt_to_machine``, ``eval_only`` as there).
+    to the machine (``adapt_to_machine``, ``eval_only`` as there). The ``--register`` values
+    ``register`` are appended to DATASETS.REGISTER and its splits registered
+    (``register_yaml_splits``; ``data_optional``: absent files skipped, for inference tools).
     Returns (cfg, the adaptations made: one message each)."""
     cfg = add_detr_panoptic_config(get_cfg())
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
+    register_yaml_splits(cfg, register, files_optional=data_optional)
     return cfg, adapt_to_machine(cfg, eval_only=eval_only)
 
 
@@ -119,8 +123,10 @@ def setup(args):
     """Frozen config from ``args`` (Detectron2's ``default_argument_parser``):
     ``load_config(args.config_file, args.opts)``; logging (Detectron2's and this package's),
     the output directory and seeding set up as ``default_setup`` does; NUM_CLASSES checked
-    against the datasets."""
-    cfg, warnings = load_config(args.config_file, args.opts, eval_only=getattr(args, "eval_only", False))
+    against the datasets (``args.register``, when present, registers more: see load_config)."""
+    cfg, warnings = load_config(
+        args.config_file, args.opts, eval_only=getattr(args, "eval_only", False), register=getattr(args, "register", ())
+    )
     cfg.freeze()
     check_num_classes(cfg.MODEL.DETR.NUM_CLASSES, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     default_setup(cfg, args)

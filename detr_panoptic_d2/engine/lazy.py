@@ -3,7 +3,8 @@
 The config has Detectron2's LazyConfig layout (its configs/common): ``model``,
 ``dataloader.{train,test,evaluator}``, ``optimizer`` (its ``params.model`` is set here),
 ``lr_multiplier`` (a ParamScheduler), ``train.{init_checkpoint, max_iter, output_dir, device,
-eval_period, log_period, checkpointer, amp, ddp, seed}``. The loop is Detectron2's
+eval_period, log_period, checkpointer, amp, ddp, seed, ema}`` (``ema``: the weight average,
+as SOLVER.EMA; engine/weight_averaging.py). The loop is Detectron2's
 (SimpleTrainer or AMPTrainer, its hooks), built from the blocks ``DetrTrainer`` uses:
 ``DetrCheckpointer`` (safe loading, atomic saving, class head re-initialized when fine-tuning),
 DDP also on CPU, the panoptic evaluators of one inference pass (``dataloader.evaluator``,
@@ -18,9 +19,11 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
+from ..data.user_datasets import register_lazy_splits
 from ..data.validation import check_num_classes
 from .defaults import LAZY_KEYS, adapt_config
 from .trainer import create_detr_ddp_model
+from .weight_averaging import WeightAveraging, evaluate_beside
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +43,12 @@ def adapt_lazy_config(cfg, eval_only=False):
 
 def lazy_setup(args):
     """The LazyConfig of ``args.config_file`` with the ``a.b=c`` overrides of ``args.opts``,
-    adapted to the machine (``adapt_lazy_config``), ``model.num_classes`` checked against the
+    adapted to the machine (``adapt_lazy_config``), the splits of ``dataloader.register`` (with
+    ``args.register`` appended) registered, ``model.num_classes`` checked against the
     datasets of ``dataloader.train`` and ``dataloader.test``; logging, output directory
     (with the config saved there) and seeding set up by ``default_setup``."""
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    register_lazy_splits(cfg, getattr(args, "register", ()))
     warnings = adapt_lazy_config(cfg, eval_only=getattr(args, "eval_only", False))
     names = _names(cfg.dataloader.train.dataset.names) + _names(cfg.dataloader.test.dataset.names)
     check_num_classes(cfg.model.num_classes, names, key="model.num_classes")
@@ -75,7 +80,7 @@ def lazy_eval_only(cfg, resume=False):
     """Evaluates ``train.init_checkpoint`` (with ``resume``, the last checkpoint of
     ``train.output_dir`` when there is one), which must fit the model entirely."""
     model = build_lazy_model(cfg)
-    checkpointer = DetrCheckpointer(model, cfg.train.output_dir)
+    checkpointer = DetrCheckpointer(model, cfg.train.output_dir, datasets=_names(cfg.dataloader.test.dataset.names))
     use_last = resume and checkpointer.has_checkpoint()
     checkpointer.load_complete(checkpointer.get_checkpoint_file() if use_last else cfg.train.init_checkpoint)
     return lazy_test(cfg, model)
@@ -93,18 +98,24 @@ def lazy_train(cfg, resume=False):
     # On the CPU, AMPTrainer cannot run: the model autocasts to bfloat16 itself (model.cpu_training_amp).
     on_gpu = str(cfg.train.device).startswith("cuda")
     trainer = (AMPTrainer if cfg.train.amp.enabled and on_gpu else SimpleTrainer)(model, train_loader, optimizer)
-    checkpointer = DetrCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = DetrCheckpointer(
+        model, cfg.train.output_dir, trainer=trainer, datasets=_names(cfg.dataloader.train.dataset.names)[:1]
+    )
+    ema = cfg.train.get("ema", None)
+    averaging = WeightAveraging(model, ema.decay, checkpointer, ema.deploy) if ema and ema.enabled else None
+    both = evaluate_beside(lambda m: lazy_test(cfg, m), model, averaging)
     last_results = {}
 
     def evaluate():
         last_results.clear()
-        last_results.update(lazy_test(cfg, model))
+        last_results.update(both())
         return last_results
 
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            averaging,  # the weight average (train.ema), updated before the checkpointer saves
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
             hooks.EvalHook(cfg.train.eval_period, evaluate),
             hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)

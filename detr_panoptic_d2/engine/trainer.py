@@ -8,7 +8,10 @@ What differs from DefaultTrainer:
 - evaluation: ``build_panoptic_evaluator`` (PQ, box/mask AP, mIoU from one inference pass);
 - multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
   ``create_ddp_model`` always passes ``device_ids``, which DDP refuses for a CPU model;
-- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading).
+- checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading, official
+  DETR weights converted on load), each naming the classes of DATASETS.TRAIN[0];
+- with SOLVER.EMA.ENABLED, an average of the weights is kept, evaluated and deployed
+  (``weight_averaging.WeightAveraging``).
 
 Each is one of DefaultTrainer's builders overridden, except the DDP arguments, for which
 DefaultTrainer's constructor has no hook: ``DetrTrainer.__init__`` is DefaultTrainer's
@@ -24,7 +27,7 @@ import weakref
 
 import torch
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -32,6 +35,7 @@ from ..checkpoint import DetrCheckpointer
 from ..data import DetrPanopticDatasetMapper
 from .evaluators import build_panoptic_evaluator
 from .optimizer import build_optimizer
+from .weight_averaging import WeightAveraging, evaluate_beside
 
 
 def create_detr_ddp_model(model, device, **kwargs):
@@ -63,11 +67,34 @@ class DetrTrainer(DefaultTrainer):
         on_gpu = torch.device(cfg.MODEL.DEVICE).type != "cpu"
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED and on_gpu else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetrCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetrCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), datasets=cfg.DATASETS.TRAIN[:1]
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        """DefaultTrainer's hooks; with SOLVER.EMA.ENABLED, the weight average
+        (``WeightAveraging``, updated after each step before the checkpointer saves) and
+        evaluation of both weight sets."""
+        ema = self.cfg.SOLVER.EMA
+        self.weight_averaging = (
+            WeightAveraging(self._trainer.model, ema.DECAY, self.checkpointer, ema.DEPLOY) if ema.ENABLED else None
+        )
+        ret = super().build_hooks()
+        if self.weight_averaging is None:
+            return ret
+        both = evaluate_beside(lambda model: self.test(self.cfg, model), self.model, self.weight_averaging)
+
+        def test_and_save_results():
+            self._last_eval_results = both()
+            return self._last_eval_results
+
+        ret = [hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, test_and_save_results) if isinstance(h, hooks.EvalHook) else h for h in ret]
+        ret.insert(2, self.weight_averaging)  # after the timer and the LR scheduler
+        return ret
 
     def train(self):
         """Trains from ``start_iter`` to SOLVER.MAX_ITER. Returns the results of the last

@@ -10,6 +10,7 @@ import json
 
 from detectron2.data import MetadataCatalog
 
+from ..checkpoint.model_classes import dataset_classes, same_classes
 from ..data.metadata import class_names
 
 METADATA_KEY = "detr_panoptic_d2"
@@ -60,6 +61,8 @@ def export_metadata(cfg, model, top_k=None):
     return {
         "format_version": FORMAT_VERSION,
         "class_names": class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0])),
+        # The dataset's categories (ids, names, thing or stuff, colours) in contiguous order.
+        "classes": dataset_classes(cfg.DATASETS.TEST[0]),
         "thing_ids": [i for i, t in enumerate(is_thing) if t],
         "stuff_ids": [i for i, t in enumerate(is_thing) if not t],
         "input": {"format": cfg.INPUT.FORMAT, "channels": len(cfg.MODEL.PIXEL_MEAN), "dtype": "uint8", "layout": "CHW"},
@@ -68,10 +71,23 @@ def export_metadata(cfg, model, top_k=None):
         "test_resize": {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST},
         "score_threshold": cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH,
         "small_segment_area": cfg.MODEL.DETR.TEST.SMALL_SEGMENT_AREA,
+        "merge": merge_settings(cfg),
         "mask_stride": model.mask_head.stride,
         "top_k": top_k,
         "sizes": sizes,
         "fingerprint": fingerprint(sizes),
+    }
+
+
+def merge_settings(cfg):
+    """The panoptic merge rule of ``cfg`` (MODEL.DETR.TEST.MERGE*) as
+    ``postprocessing.panoptic_merge``'s keyword arguments."""
+    test = cfg.MODEL.DETR.TEST
+    return {
+        "rule": test.MERGE,
+        "mask_threshold": test.MERGE_MASK_THRESHOLD,
+        "overlap_threshold": test.MERGE_OVERLAP_THRESHOLD,
+        "stuff_fills_void": test.MERGE_STUFF_FILLS_VOID,
     }
 
 
@@ -82,7 +98,8 @@ def fingerprint(sizes):
 
 def check_fits(metadata, cfg, path):
     """Raises ValueError naming ``path`` and every mismatch when the graph described by
-    ``metadata`` was not exported from a config like ``cfg`` (sizes, classes)."""
+    ``metadata`` was not exported from a config like ``cfg`` (sizes, classes: names, and ids
+    and thing/stuff where the export records them)."""
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path}: exported by another version of detr_panoptic_d2 (format {metadata.get('format_version')}, "
@@ -95,7 +112,7 @@ def check_fits(metadata, cfg, path):
         if metadata["sizes"].get(key) != value
     ]
     names = class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0]))
-    if metadata["class_names"] != names:
+    if metadata["class_names"] != names or not same_classes(metadata.get("classes"), cfg.DATASETS.TEST[0]):
         problems.append(
             f"classes of {cfg.DATASETS.TEST[0]!r}: exported {len(metadata['class_names'])} "
             f"({metadata['class_names'][:5]}...), config {len(names)} ({names[:5]}...)"

@@ -20,8 +20,9 @@ import os
 import numpy as np
 import torch
 
+from ..checkpoint.model_classes import use_model_classes
 from ..modeling import postprocessing
-from .metadata import METADATA_KEY, check_fits
+from .metadata import METADATA_KEY, check_fits, merge_settings
 
 
 def _flushing_denormals():
@@ -65,8 +66,10 @@ class OnnxPanopticModel:
     """An ONNX file written by tools/export_model.py, as a Detectron2 model (see the module).
 
     cfg: when given, the model must have been exported from a config of the same sizes and
-    classes (metadata.check_fits), and the score threshold and small-segment area are taken
-    from it (run-time values); else from the export's metadata. threads: onnxruntime's
+    classes (metadata.check_fits; an unregistered DATASETS.TEST[0] gets the export's classes,
+    model_classes.use_model_classes), and the score threshold, small-segment area and merge rule
+    (MODEL.DETR.TEST.MERGE*) are taken from it (run-time values); else from the export's
+    metadata (the reference rule for an export that records none). threads: onnxruntime's
     intra-op threads (None: onnxruntime's default)."""
 
     def __init__(self, path, cfg=None, threads=None):
@@ -77,12 +80,16 @@ class OnnxPanopticModel:
             raise ValueError(f"{path} has no {METADATA_KEY!r} metadata: it was not written by tools/export_model.py")
         self.metadata = json.loads(stored)
         if cfg is not None:
+            if self.metadata.get("classes"):
+                use_model_classes(self.metadata["classes"], cfg.DATASETS.TEST[0], path, check=False)
             check_fits(self.metadata, cfg, path)
             test = cfg.MODEL.DETR.TEST
             self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA
+            self.merge = merge_settings(cfg)
         else:
             self.score_threshold = self.metadata["score_threshold"]
             self.small_segment_area = self.metadata["small_segment_area"]
+            self.merge = self.metadata.get("merge", {"rule": "reference"})
         self.is_thing = torch.zeros(len(self.metadata["class_names"]), dtype=torch.bool)
         self.is_thing[self.metadata["thing_ids"]] = True
 
@@ -118,6 +125,7 @@ class OnnxPanopticModel:
             output_size,
             self.small_segment_area,
             self.metadata["mask_stride"],
+            **self.merge,
         )
 
     def __call__(self, batched_inputs):

@@ -5,6 +5,7 @@ from .mask_head import DETR_MASK_HEAD_REGISTRY, DetrMaskHead, FPNMaskHead, build
 from .attention_map import MultiHeadAttentionMap
 from .matcher import HungarianMatcher
 from .meta_arch import DetrPanoptic
+from .narrow_resnet import basic_resnet_stages, build_basic_resnet_backbone
 from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
@@ -22,6 +23,8 @@ __all__ = [
     "PositionEmbeddingSine",
     "SetCriterion",
     "Transformer",
+    "basic_resnet_stages",
+    "build_basic_resnet_backbone",
     "build_mask_head",
     "levels_fine_to_coarse",
     "torchvision_dilation",

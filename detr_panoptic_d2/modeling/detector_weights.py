@@ -7,13 +7,13 @@ import logging
 from ..checkpoint.safe_load import load_model_state
 
 # State-dict prefixes (DetrPanoptic attributes) of the parts used in training only: the
-# queries of groups 2..G and the encoder's dense semantic head.
-TRAINING_ONLY = ("group_query_embed", "encoder_semantic")
+# queries of groups 2..G, the encoder's dense semantic head and the denoising queries' embeddings.
+TRAINING_ONLY = ("group_query_embed", "encoder_semantic", "denoising")
 
 
 def drop_unused_training_weights(model, state_dict, prefix, *args):
     """Load-state-dict pre-hook: a checkpoint trained with training-only parts loads into a
-    model without them (e.g. TRAIN_QUERY_GROUPS 1, ENCODER_SEMANTIC_WEIGHT 0), whose inference
+    model without them (e.g. TRAIN_QUERY_GROUPS 1, ENCODER_SEMANTIC_WEIGHT 0, DN.GROUPS 0), whose inference
     does not use them."""
     for name in TRAINING_ONLY:
         if getattr(model, name) is not None:

@@ -37,6 +37,7 @@ from . import postprocessing, precision
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
+from .denoising import DenoisingQueries
 from .detector_weights import drop_unused_training_weights, freeze_detector, keep_detector_in_eval
 from .encoder_supervision import EncoderSemanticLoss
 from .mask_head import build_mask_head
@@ -69,11 +70,18 @@ class DetrPanoptic(nn.Module):
         channels_last=False,
         train_query_groups=1,
         encoder_semantic_weight=0.0,
+        denoising_groups=0,
+        denoising_label_noise=0.2,
+        denoising_box_noise=0.4,
         frozen_weights="",
         all_queries=False,
         thing_ids=None,
         object_score_thresh=0.85,
         small_segment_area=4,
+        merge="reference",
+        merge_mask_threshold=0.5,
+        merge_overlap_threshold=0.8,
+        merge_stuff_fills_void=True,
         panoptic_on=True,
         instances_on=False,
         semantic_on=False,
@@ -110,6 +118,9 @@ class DetrPanoptic(nn.Module):
             encoder_semantic_weight: weight of the training-only dense semantic loss on the
                 encoded image, 0 = none (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT;
                 encoder_supervision.py).
+            denoising_groups, denoising_label_noise, denoising_box_noise: training-only
+                denoising queries (DN-DETR; MODEL.DETR.DN.GROUPS, LABEL_NOISE, BOX_NOISE;
+                modeling/denoising.py); 0 groups: none.
             frozen_weights: a box-only checkpoint whose detector is loaded and frozen, so that
                 only the mask head trains (MODEL.DETR.FROZEN_WEIGHTS); "": none.
             all_queries: run the mask head on every query (MODEL.DETR.MASK_HEAD.ALL_QUERIES).
@@ -118,6 +129,9 @@ class DetrPanoptic(nn.Module):
             object_score_thresh, small_segment_area, panoptic_on, instances_on, semantic_on,
                 mask_score_floor, amp_dtype: inference settings, MODEL.DETR.TEST.* of the same
                 names (see detr_panoptic_d2/config.py).
+            merge, merge_mask_threshold, merge_overlap_threshold, merge_stuff_fills_void: the
+                panoptic merge rule and its settings (MODEL.DETR.TEST.MERGE*;
+                postprocessing.panoptic_merge).
             detections_per_image: most instances per image (TEST.DETECTIONS_PER_IMAGE).
             cpu_training_amp: on the CPU, train under bfloat16 autocast (SOLVER.AMP.ENABLED;
                 see ``training_autocast``).
@@ -167,6 +181,17 @@ class DetrPanoptic(nn.Module):
         self.encoder_semantic = (
             EncoderSemanticLoss(hidden_dim, num_classes, encoder_semantic_weight) if encoder_semantic_weight else None
         )
+        if denoising_groups and frozen_weights:
+            raise ValueError(
+                "denoising_groups > 0 with frozen_weights (MODEL.DETR.DN.GROUPS, FROZEN_WEIGHTS): denoising queries "
+                "train the decoder, which a frozen detector does not; set MODEL.DETR.DN.GROUPS 0 for the mask stage"
+            )
+        # Training only, as the query groups: inference never builds denoising queries.
+        self.denoising = (
+            DenoisingQueries(hidden_dim, num_classes, denoising_groups, denoising_label_noise, denoising_box_noise)
+            if denoising_groups
+            else None
+        )
         self.register_load_state_dict_pre_hook(drop_unused_training_weights)
         self.class_embed = class_head(hidden_dim, num_classes)
         self.bbox_embed = box_head(hidden_dim)
@@ -192,6 +217,13 @@ class DetrPanoptic(nn.Module):
                 "panoptic_on and semantic_on (MODEL.DETR.TEST.PANOPTIC_ON, SEMANTIC_ON) need masks: give a "
                 "mask_head (MODEL.MASK_ON True), or turn them off for a box-only model"
             )
+        postprocessing.check_merge_rule(merge, merge_mask_threshold, merge_overlap_threshold)
+        self.merge = {
+            "rule": merge,
+            "mask_threshold": merge_mask_threshold,
+            "overlap_threshold": merge_overlap_threshold,
+            "stuff_fills_void": merge_stuff_fills_void,
+        }
         self.object_score_thresh = object_score_thresh
         self.small_segment_area = small_segment_area
         self.panoptic_on = panoptic_on
@@ -254,11 +286,18 @@ class DetrPanoptic(nn.Module):
             "channels_last": d.CHANNELS_LAST,
             "train_query_groups": d.TRAIN_QUERY_GROUPS,
             "encoder_semantic_weight": d.ENCODER_SEMANTIC_WEIGHT,
+            "denoising_groups": d.DN.GROUPS,
+            "denoising_label_noise": d.DN.LABEL_NOISE,
+            "denoising_box_noise": d.DN.BOX_NOISE,
             "frozen_weights": d.FROZEN_WEIGHTS,
             "all_queries": d.MASK_HEAD.ALL_QUERIES,
             "thing_ids": config_thing_ids(cfg),
             "object_score_thresh": d.TEST.OBJECT_SCORE_THRESH,
             "small_segment_area": d.TEST.SMALL_SEGMENT_AREA,
+            "merge": d.TEST.MERGE,
+            "merge_mask_threshold": d.TEST.MERGE_MASK_THRESHOLD,
+            "merge_overlap_threshold": d.TEST.MERGE_OVERLAP_THRESHOLD,
+            "merge_stuff_fills_void": d.TEST.MERGE_STUFF_FILLS_VOID,
             "panoptic_on": d.TEST.PANOPTIC_ON,
             "instances_on": d.TEST.INSTANCES_ON,
             "semantic_on": d.TEST.SEMANTIC_ON,
@@ -303,10 +342,12 @@ class DetrPanoptic(nn.Module):
             return torch.cat([self.query_embed.weight, self.group_query_embed.weight])
         return self.query_embed.weight
 
-    def detect(self, images, padding_mask):
+    def detect(self, images, padding_mask, denoising=None):
         """Steps 1-5. images: B x 3 x H x W normalized; padding_mask: B x H x W bool (True =
-        padding), None when nothing is padded. Returns DetrOutputs with G*N queries (G = 1 in
-        inference)."""
+        padding), None when nothing is padded; denoising: in training, (position, content, D)
+        of denoising queries decoded beside the others (``DenoisingQueries``), or None.
+        Returns DetrOutputs with G*N queries (G = 1 in inference), the denoising queries' class
+        logits and boxes apart."""
         if self.channels_last:
             images = precision.channels_last(images)
         with folded_batchnorm(self.backbone, self.fold_batchnorm):  # inference only, see its module
@@ -321,8 +362,13 @@ class DetrPanoptic(nn.Module):
         queries = self.object_queries()
         groups = len(queries) // self.query_embed.num_embeddings
         with precision.float32_on_cpu(projected):
-            box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups)
+            box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups, denoising)
             logits, boxes = classes_and_boxes(self.class_embed, self.bbox_embed, box_embeddings)
+        dn_logits = dn_boxes = None
+        if denoising is not None:
+            n = len(queries)
+            box_embeddings, dn_logits, dn_boxes = box_embeddings[:, :, :n], logits[:, :, n:], boxes[:, :, n:]
+            logits, boxes = logits[:, :, :n], boxes[:, :, :n]
         return DetrOutputs(
             logits=logits,
             boxes=boxes,
@@ -331,6 +377,8 @@ class DetrPanoptic(nn.Module):
             memory_mask=memory_mask,
             projected=projected,
             features=features,
+            denoising_logits=dn_logits,
+            denoising_boxes=dn_boxes,
         )
 
     def segment(self, out: DetrOutputs, batch_idx, query_idx):
@@ -381,8 +429,9 @@ class DetrPanoptic(nn.Module):
         """The weighted loss dict of a batch (``criterion``, see SetCriterion.forward): steps
         1-5 on every query, the mask head (steps 6-7) on the matched ones."""
         targets = self.prepare_targets(batched_inputs, images)
+        denoising = None if self.denoising is None else self.denoising(targets)
         with torch.set_grad_enabled(not self.frozen_detector), self.training_autocast():
-            out = self.detect(images.tensor, padding_mask)
+            out = self.detect(images.tensor, padding_mask, None if denoising is None else (*denoising[:2], self.denoising.groups))
         outputs = {
             "pred_logits": out.logits,
             "pred_boxes": out.boxes,
@@ -392,6 +441,15 @@ class DetrPanoptic(nn.Module):
             if self.encoder_semantic is None
             else functools.partial(self.encoder_semantic, out.memory, out.memory_mask),
         }
+        if denoising is not None:
+            outputs["assigned"] = {
+                "dn": {
+                    "pred_logits": out.denoising_logits,
+                    "pred_boxes": out.denoising_boxes,
+                    "indices": denoising[3],
+                    "normalizer": self.denoising.groups,
+                }
+            }
         return self.criterion(outputs, targets, detector_losses=not self.frozen_detector)
 
     def _training_masks(self, out, batch_idx, query_idx):
@@ -476,7 +534,7 @@ class DetrPanoptic(nn.Module):
                 valid_masks = masks[:, : cells[0], : cells[1]]
                 panoptic_seg = postprocessing.panoptic_merge(
                     masks, scores[queries], classes[queries], self.is_thing, image_size, output_size,
-                    self.small_segment_area, stride,
+                    self.small_segment_area, stride, **self.merge,
                 )
             if self.instances_on:
                 det_masks = None if mask_logits[i] is None else mask_logits[i][rows[detections[i][0]]]
@@ -515,7 +573,7 @@ class DetrPanoptic(nn.Module):
         instance_queries' results, or None; ``semantic``: semantic_queries' results, or None)."""
         needed = []
         for i, (keep, _, _) in enumerate(kept):
-            use = keep & panoptic
+            use = keep.clone() if panoptic else torch.zeros_like(keep)  # no Tensor & bool: fvcore traces this
             if detections is not None:
                 use[detections[i][0]] = True
             if semantic is not None:

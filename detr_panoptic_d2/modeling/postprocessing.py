@@ -7,11 +7,14 @@ the padded batch, and only the ceil(h/s) x ceil(w/s) cells that cover the h x w 
 outputs; for an image alone (DETR's reference runs one image unpadded) the cells are all of
 its mask.
 
-``panoptic_merge`` follows the reference (DETR's PostProcessPanoptic) step by step: kept
+``panoptic_merge`` applies one of two rules (MODEL.DETR.TEST.MERGE), for the PyTorch model and
+the exported one alike. "reference" follows DETR's PostProcessPanoptic step by step: kept
 queries' mask logits are resized to the network's input size, a pixel-wise argmax picks one
 query per pixel, the id map is resized to the original size with PIL's nearest-neighbour
 rule, stuff queries of one class are merged, and segments of at most ``small_area`` pixels are
-dropped, repeating until none is. Instances and semantic scores are DETR's and
+dropped, repeating until none is. "score_weighted" is Mask2Former's rule
+(``score_weighted_merge``), its segment map resized alike and segments of at most
+``small_area`` pixels dropped to void. Instances and semantic scores are DETR's and
 Mask2Former's conventions for COCOEvaluator and SemSegEvaluator.
 """
 import numpy as np
@@ -20,6 +23,11 @@ import torch.nn.functional as F
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import Boxes, Instances
 from torchvision.ops import box_convert
+
+from .score_weighted_merge import score_weighted_segments
+
+# Values of MODEL.DETR.TEST.MERGE.
+MERGE_RULES = ("reference", "score_weighted")
 
 
 def image_cells(image_size, stride):
@@ -58,19 +66,41 @@ def resize_ids_nearest(ids, size):
     return ids[rows][:, cols]
 
 
-def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_size, small_area, stride):
+def check_merge_rule(rule, mask_threshold, overlap_threshold):
+    """ValueError naming the key of a bad merge setting (MODEL.DETR.TEST.MERGE,
+    MERGE_MASK_THRESHOLD, MERGE_OVERLAP_THRESHOLD)."""
+    if rule not in MERGE_RULES:
+        raise ValueError(f"merge (MODEL.DETR.TEST.MERGE) must be one of {MERGE_RULES}, got {rule!r}")
+    for key, value in (("MERGE_MASK_THRESHOLD", mask_threshold), ("MERGE_OVERLAP_THRESHOLD", overlap_threshold)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"MODEL.DETR.TEST.{key} must be in [0, 1], got {value}")
+
+
+def panoptic_merge(
+    mask_logits, scores, classes, is_thing, image_size, output_size, small_area, stride, *,
+    rule="reference", mask_threshold=0.5, overlap_threshold=0.8, stuff_fills_void=True,
+):
     """Merges kept queries into one panoptic map.
 
     mask_logits: T x h' x w' logits of the kept queries at the mask ``stride`` (see the module
         docstring); scores, classes: T (contiguous class ids); is_thing: K bool.
     image_size: (h, w) of the network input; output_size: (H, W) of the original image.
+    rule: "reference" or "score_weighted" (module docstring); mask_threshold,
+        overlap_threshold, stuff_fills_void: the score-weighted rule's settings
+        (score_weighted_merge), ignored by the reference rule.
     Returns (panoptic_seg H x W int32 with 0 = void and segments numbered from 1,
     segments_info list of {"id", "isthing", "category_id", "score", "area"}).
     """
+    check_merge_rule(rule, mask_threshold, overlap_threshold)
     empty = torch.zeros(output_size, dtype=torch.int32, device=mask_logits.device)
     if mask_logits.shape[0] == 0:
         return empty, []
     masks = sem_seg_postprocess(mask_logits, image_cells(image_size, stride), *image_size)
+    if rule == "score_weighted":
+        segments, firsts = score_weighted_segments(
+            masks, scores, classes, is_thing, mask_threshold, overlap_threshold, stuff_fills_void
+        )
+        return _drop_small_to_void(resize_ids_nearest(segments, output_size), firsts, scores, classes, is_thing, small_area)
     # Per pixel, the query with the highest logit; max(0).indices follows argmax's rule (the
     # first maximum wins) and is faster on CPU.
     winner = masks.max(0).indices
@@ -91,17 +121,34 @@ def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_si
         if not len(alive):
             return empty, []
         _reassign_pixels(masks, winner, alive)
-    segments_info = [
+    segments_info = _segments_info(alive.tolist(), area.tolist(), scores, classes, is_thing)
+    return (ids + 1).to(torch.int32), segments_info
+
+
+def _segments_info(queries, areas, scores, classes, is_thing):
+    """Detectron2's segments_info: segment i + 1 from query ``queries[i]`` covering ``areas[i]`` pixels."""
+    return [
         {
             "id": i + 1,
             "isthing": bool(is_thing[classes[q]]),
             "category_id": int(classes[q]),
             "score": float(scores[q]),
-            "area": int(area[i]),
+            "area": int(a),
         }
-        for i, q in enumerate(alive.tolist())
+        for i, (q, a) in enumerate(zip(queries, areas))
     ]
-    return (ids + 1).to(torch.int32), segments_info
+
+
+def _drop_small_to_void(ids, firsts, scores, classes, is_thing, small_area):
+    """ids: H x W segment map (0 = void, segment i from ``firsts[i - 1]``). Segments of at most
+    ``small_area`` pixels become void and the rest are renumbered 1..S in order. Returns
+    (panoptic_seg H x W int32, segments_info) as ``panoptic_merge``."""
+    area = torch.bincount(ids.flatten(), minlength=len(firsts) + 1)[1:]
+    big = area > small_area
+    number = torch.zeros(len(firsts) + 1, dtype=torch.long, device=ids.device)
+    number[1:][big] = torch.arange(1, int(big.sum()) + 1, device=ids.device)
+    segments_info = _segments_info(firsts[big].tolist(), area[big].tolist(), scores, classes, is_thing)
+    return number[ids].to(torch.int32), segments_info
 
 
 def _reassign_pixels(masks, winner, alive):

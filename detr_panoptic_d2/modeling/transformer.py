@@ -115,11 +115,13 @@ class TransformerDecoder(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in range(num_layers))
         self.norm = nn.LayerNorm(layer.norm1.normalized_shape)
 
-    def forward(self, query_pos, memory, pos, memory_padding_mask, self_attn_mask=None):
+    def forward(self, query_pos, memory, pos, memory_padding_mask, self_attn_mask=None, tgt=None):
         """query_pos: B x N x d (the learned object queries); memory, pos: B x hw x d;
-        self_attn_mask: see TransformerDecoderLayer.
+        self_attn_mask: see TransformerDecoderLayer; tgt: B x N x d initial content of the
+        queries (None: zeros, DETR's).
         Returns the **box embeddings** of every layer, L x B x N x d."""
-        tgt = torch.zeros_like(query_pos)
+        if tgt is None:
+            tgt = torch.zeros_like(query_pos)
         outputs = []
         for layer in self.layers:
             tgt = layer(tgt, query_pos, memory, pos, memory_padding_mask, self_attn_mask)
@@ -127,15 +129,26 @@ class TransformerDecoder(nn.Module):
         return torch.stack(outputs)
 
 
-def group_attention_mask(num_queries, groups, device=None):
-    """num_queries x num_queries bool mask, True between queries of different groups (the
-    queries being ``groups`` consecutive groups of equal size); None when ``groups`` is 1."""
-    if groups == 1:
+def group_attention_mask(num_queries, groups, device=None, denoising_groups=0, denoising_size=0):
+    """Self-attention mask of the decoder's queries, True where query i may not attend to
+    query j; None when nothing is masked.
+
+    The ``num_queries`` matching queries form ``groups`` consecutive groups of equal size,
+    masked from each other. With ``denoising_groups`` D > 0, D groups of ``denoising_size``
+    denoising queries follow (modeling/denoising.py): the matching queries never attend to
+    them, and the denoising groups not to each other (each sees its own group and the matching
+    queries). Returns (num_queries + D x denoising_size) x the same, bool."""
+    if groups == 1 and not denoising_groups:
         return None
     if num_queries % groups:
         raise ValueError(f"{num_queries} queries cannot be split into {groups} groups of equal size")
     group = torch.arange(num_queries, device=device) // (num_queries // groups)
-    return group[:, None] != group[None, :]
+    if denoising_groups:
+        denoising = groups + torch.arange(denoising_groups * denoising_size, device=device) // denoising_size
+        group = torch.cat([group, denoising])
+    mask = group[:, None] != group[None, :]
+    mask[num_queries:, :num_queries] = False
+    return mask
 
 
 class Transformer(nn.Module):
@@ -161,14 +174,17 @@ class Transformer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, padding_mask, query_embed, pos, query_groups=1):
+    def forward(self, src, padding_mask, query_embed, pos, query_groups=1, denoising=None):
         """src: B x d x h x w projected features; padding_mask: B x h x w bool;
         query_embed: N x d object queries; pos: B x d x h x w positional encoding.
         query_groups: G > 1 splits the N queries into G consecutive groups of N / G whose
         decoder self-attention is confined to their own group (Group DETR), so that each group
         is an independent DETR decoding the same encoded image.
+        denoising: None, or (position B x Q x d, content B x Q x d, D) of Q = D x M denoising
+        queries in D groups (modeling/denoising.py), decoded after the N queries behind
+        ``group_attention_mask``.
 
-        Returns (box_embeddings L x B x N x d, memory B x d x h x w).
+        Returns (box_embeddings L x B x (N [+ Q]) x d, memory B x d x h x w).
         """
         b, d, h, w = src.shape
         src = src.flatten(2).transpose(1, 2)
@@ -176,5 +192,14 @@ class Transformer(nn.Module):
         mask = padding_mask.flatten(1)
         query_pos = query_embed[None].expand(b, -1, -1)
         memory = self.encoder(src, pos, mask)
-        box_embeddings = self.decoder(query_pos, memory, pos, mask, group_attention_mask(len(query_embed), query_groups, src.device))
+        if denoising is None:
+            attn_mask = group_attention_mask(len(query_embed), query_groups, src.device)
+            box_embeddings = self.decoder(query_pos, memory, pos, mask, attn_mask)
+        else:
+            position, content, groups = denoising
+            attn_mask = group_attention_mask(
+                len(query_embed), query_groups, src.device, groups, position.shape[1] // groups
+            )
+            tgt = torch.cat([torch.zeros_like(query_pos), content], 1)
+            box_embeddings = self.decoder(torch.cat([query_pos, position], 1), memory, pos, mask, attn_mask, tgt)
         return box_embeddings, memory.transpose(1, 2).reshape(b, d, h, w)

@@ -11,19 +11,23 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
+from ..checkpoint.checkpointer import read_checkpoint_classes
+from ..checkpoint.model_classes import use_model_classes
+from ..data.user_datasets import add_register_argument
 from ..engine.defaults import load_config
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger(__name__)
 
 
-def add_inference_arguments(parser, output_help, exported=True):
+def add_inference_arguments(parser, output_help, exported=True, images_required=True):
     """Adds the options both inference tools take, in the manner of Detectron2's demo:
-    --config-file, --input, --output, --confidence-threshold, --opts, and with ``exported``
-    --onnx (an exported model run by onnxruntime instead of the PyTorch model)."""
+    --config-file, --input, --output, --confidence-threshold, --register, --opts, and with
+    ``exported`` --onnx (an exported model run by onnxruntime instead of the PyTorch model).
+    ``images_required`` False: --input and --output are optional (the tool has other inputs)."""
     parser.add_argument("--config-file", required=True, metavar="FILE", help="path to a config file")
-    parser.add_argument("--input", nargs="+", required=True, help="image files, glob patterns or folders")
-    parser.add_argument("--output", required=True, help=output_help)
+    parser.add_argument("--input", nargs="+", required=images_required, help="image files, glob patterns or folders")
+    parser.add_argument("--output", required=images_required, help=output_help)
     parser.add_argument(
         "--confidence-threshold",
         type=float,
@@ -37,19 +41,22 @@ def add_inference_arguments(parser, output_help, exported=True):
             help="run this model.onnx (tools/export_model.py, from the same config) with onnxruntime instead of "
             "the PyTorch model (MODEL.WEIGHTS is then not read)",
         )
+    add_register_argument(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
     return parser
 
 
-def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
+def setup_inference_cfg(config_file, opts=(), confidence_threshold=None, register=()):
     """A frozen config for panoptic inference: ``config_file`` + ``opts`` (["KEY", "VALUE", ...]).
 
     confidence_threshold: sets MODEL.DETR.TEST.OBJECT_SCORE_THRESH when given. INSTANCES_ON and
     SEMANTIC_ON are turned off (the tools show the panoptic output only). The config is
     adapted to the machine as for ``train_net.py --eval-only`` (engine.load_config: no
-    FROZEN_WEIGHTS, CPU when CUDA is unavailable). Raises ValueError when the config cannot
-    give a panoptic output or names no dataset for the class names."""
-    cfg, adaptations = load_config(config_file, opts, eval_only=True)
+    FROZEN_WEIGHTS, CPU when CUDA is unavailable). The splits of DATASETS.REGISTER (and
+    ``register``, the --register values) are registered where their files exist; the classes
+    of the others come from the checkpoint (``use_checkpoint_classes``). Raises ValueError
+    when the config cannot give a panoptic output or names no dataset for the class names."""
+    cfg, adaptations = load_config(config_file, opts, eval_only=True, register=register, data_optional=True)
     if confidence_threshold is not None:
         cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = confidence_threshold
     # The tools show the panoptic output only: instance and semantic outputs are not computed.
@@ -68,21 +75,33 @@ def setup_inference_cfg(config_file, opts=(), confidence_threshold=None):
     return cfg
 
 
+def use_checkpoint_classes(cfg):
+    """When MODEL.WEIGHTS names its classes (model_classes), DATASETS.TEST[0] carries them:
+    its metadata is set from them if the dataset is not registered, else they must agree."""
+    if not cfg.MODEL.WEIGHTS:
+        return
+    classes = read_checkpoint_classes(cfg.MODEL.WEIGHTS)
+    if classes:
+        use_model_classes(classes, cfg.DATASETS.TEST[0], f"Checkpoint {cfg.MODEL.WEIGHTS!r}")
+
+
 def build_predictor(cfg, onnx=None):
     """Detectron2's DefaultPredictor (model in eval mode, test-time resize, INPUT.FORMAT handled)
     with MODEL.WEIGHTS loaded by DetrCheckpointer (safe loading; every weight must fit), and the
     metadata of DATASETS.TEST[0]. With ``onnx`` (a model.onnx path), an ExportedPredictor of
-    that file instead: the same call and results, from onnxruntime."""
+    that file instead: the same call and results, from onnxruntime. The classes come from the
+    checkpoint or export when it names them (``use_checkpoint_classes``)."""
     if onnx:
         from ..export import ExportedPredictor
 
         return ExportedPredictor(cfg, onnx), MetadataCatalog.get(cfg.DATASETS.TEST[0])
+    use_checkpoint_classes(cfg)
     unloaded = cfg.clone()
     unloaded.defrost()
     unloaded.MODEL.WEIGHTS = ""
     predictor = DefaultPredictor(unloaded)
     if cfg.MODEL.WEIGHTS:
-        DetrCheckpointer(predictor.model).load_complete(cfg.MODEL.WEIGHTS)
+        DetrCheckpointer(predictor.model, datasets=cfg.DATASETS.TEST[:1]).load_complete(cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
     return predictor, MetadataCatalog.get(cfg.DATASETS.TEST[0])
@@ -118,7 +137,7 @@ def start_inference_tool(args):
     logging, config, input list, model with weights, output folder.
     Returns (image paths, DefaultPredictor, metadata)."""
     setup_logger(name="detr_panoptic_d2")
-    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold)
+    cfg = setup_inference_cfg(args.config_file, args.opts, args.confidence_threshold, getattr(args, "register", ()))
     paths = list_images(args.input)
     predictor, metadata = build_predictor(cfg, getattr(args, "onnx", None))
     os.makedirs(args.output, exist_ok=True)

@@ -16,6 +16,7 @@ import argparse
 from detectron2.evaluation import inference_on_dataset
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.data.user_datasets import add_register_argument
 from detr_panoptic_d2.engine import DetrTrainer, setup
 
 
@@ -24,6 +25,7 @@ def get_parser():
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--dataset", default="shapes_panoptic_tune", help="registered panoptic dataset")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85])
+    add_register_argument(parser)
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
     return parser
 
@@ -35,9 +37,11 @@ def main(argv=None):
         "MODEL.DETR.TEST.INSTANCES_ON", "False",
         "MODEL.DETR.TEST.SEMANTIC_ON", "False",
     ]
-    cfg = setup(argparse.Namespace(config_file=args.config_file, opts=opts, eval_only=True, resume=False))
+    cfg = setup(
+        argparse.Namespace(config_file=args.config_file, opts=opts, eval_only=True, resume=False, register=args.register)
+    )
     model = DetrTrainer.build_model(cfg)
-    DetrCheckpointer(model).load_complete(cfg.MODEL.WEIGHTS)
+    DetrCheckpointer(model, datasets=[args.dataset]).load_complete(cfg.MODEL.WEIGHTS)
     loader = DetrTrainer.build_test_loader(cfg, args.dataset)
     results = {}
     for threshold in args.thresholds:

@@ -1,7 +1,7 @@
 # COCO panoptic (Detectron2's standard splits) through DetrPanopticDatasetMapper with DETR's
 # augmentation, and the evaluators of one inference pass; as Base-DETR-Panoptic.yaml's
-# DATASETS, INPUT and DATALOADER. Another COCO-panoptic-format split: set the two
-# `dataset.names` (e.g. one registered with tools/lazyconfig_train_net.py --register).
+# DATASETS, INPUT and DATALOADER. Another COCO-panoptic-format split: list it in
+# `dataloader.register` and set the two `dataset.names` to its name.
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, build_detection_train_loader, get_detection_dataset_dicts
@@ -11,6 +11,11 @@ from detr_panoptic_d2.data import DetrPanopticDatasetMapper, dataset_class_ids
 from detr_panoptic_d2.engine import panoptic_evaluators
 
 dataloader = OmegaConf.create()
+
+# COCO-panoptic splits on disk, registered by every tool on start-up (as yaml's
+# DATASETS.REGISTER): [dict(name=..., json=..., image_dir=..., png_dir=..., sem_seg_dir=...)],
+# sem_seg_dir optional. --register NAME JSON IMAGE_DIR PNG_DIR appends one.
+dataloader.register = []
 
 dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train_panoptic", filter_empty=False),
@@ -39,6 +44,7 @@ dataloader.train = L(build_detection_train_loader)(
         dataset_name="${..dataset.names}",
         class_ids=L(dataset_class_ids)(names="${...dataset.names}"),
         skip_bad_samples=False,  # True: log a bad training sample and draw another
+        cache_decoded=False,  # True: keep decoded samples in memory (small datasets; DATALOADER.CACHE_DECODED)
     ),
     total_batch_size=64,
     num_workers=4,
