@@ -7,12 +7,14 @@ written here unchanged (a same-size bilinear resize is the identity). Classes 0 
 things, 2 is stuff. sigmoid(2) = 0.881, sigmoid(1) = 0.731, sigmoid(-1) = 0.269,
 sigmoid(-2) = 0.119, sigmoid(-3) = 0.047, sigmoid(3) = 0.953.
 """
+import inspect
+
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
 from detr_panoptic_d2.engine import load_config
-from detr_panoptic_d2.modeling import postprocessing
+from detr_panoptic_d2.modeling import DetrPanoptic, postprocessing
 
 IS_THING = torch.tensor([True, True, False])
 
@@ -138,8 +140,9 @@ def test_a_bad_rule_is_named():
 def test_coco_configs_keep_the_reference_rule_and_the_keys_reach_the_model():
     cfg, _ = load_config("configs/coco/detr_R50_panoptic.yaml")
     assert cfg.MODEL.DETR.TEST.MERGE == "reference"
-    lazy = LazyConfig.load("configs/coco/detr_R50_panoptic.py")
-    assert lazy.model.merge == "reference"
+    lazy = LazyConfig.load("configs/coco/detr_R50_panoptic.py")  # sets what differs from the defaults
+    default = inspect.signature(DetrPanoptic.__init__).parameters["merge"].default
+    assert lazy.model.get("merge", default) == "reference"
     lazy = LazyConfig.load("configs/shapes/detr_R18_shapes.py")
     lazy.model.merge, lazy.model.merge_overlap_threshold = "score_weighted", 0.6
     lazy.model.thing_ids = [0, 1, 2]
