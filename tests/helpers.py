@@ -131,7 +131,7 @@ def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0):
     --confidence-threshold 0 all queries are kept. Returns (config path, weights path)."""
     from detectron2.modeling import build_model
 
-    from detr_panoptic_d2.checkpoint.class_rows import dataset_category_ids
+    from detr_panoptic_d2.data.metadata import dataset_category_ids
 
     cfg = tiny_cfg(num_classes=len(dataset_category_ids(dataset)), dataset=dataset)
     cfg.INPUT.MIN_SIZE_TEST = 96

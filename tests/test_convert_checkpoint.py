@@ -16,7 +16,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2.checkpoint import convert_checkpoint, convert_state
-from detr_panoptic_d2.checkpoint.class_rows import dataset_category_ids
+from detr_panoptic_d2.data.metadata import dataset_category_ids
 from detr_panoptic_d2.checkpoint.convert import SourceCheckpoint
 from tests.conftest import ROOT
 from tests.detr_reference import blocky_image, legacy_hub_state, official_state, tiny_hf_detr

@@ -7,6 +7,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2.modeling import FPNMaskHead, HungarianMatcher
+from detr_panoptic_d2.modeling.detector_weights import detector_parameters
 
 from .helpers import make_input, model_from_config_file, tiny_cfg
 
@@ -61,7 +62,7 @@ def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
     losses = model([make_input(64, 80, classes=(1, 2))])
     assert set(losses) == {"loss_mask", "loss_dice"}
     sum(losses.values()).backward()
-    assert all(p.grad is None for _, p in model.detector_parameters())
+    assert all(p.grad is None for _, p in detector_parameters(model))
     assert model.mask_head.fpn.mask_predictor.weight.grad is not None
     for name, value in model.state_dict().items():
         if not name.startswith("mask_head."):

@@ -5,6 +5,7 @@ import torch
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.modeling.detector_weights import detector_parameters
 
 from .helpers import (
     assert_same_inference, keep_queries_, load_trained_into_plain, make_input, register_tiny_panoptic_metadata, tiny_cfg,
@@ -89,7 +90,7 @@ def test_stage_two_refuses_groups_and_accepts_a_stage_one_trained_with_them(tmp_
         build_model(cfg)
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 1
     model = build_model(cfg)
-    assert not any(p.requires_grad for _, p in model.detector_parameters())
+    assert not any(p.requires_grad for _, p in detector_parameters(model))
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 0
     with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS\\) must be >= 1, got 0"):
         build_model(cfg)

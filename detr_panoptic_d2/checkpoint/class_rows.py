@@ -6,25 +6,11 @@ DETR's released models index the rows of their class head by the COCO category i
 contiguous order, the rows of the dataset's categories, then the no-object row.
 """
 import torch
-from detectron2.data import MetadataCatalog
 
-from ..data.metadata import contiguous_to_dataset
+from ..data.metadata import dataset_category_ids
 
 # The datasets whose ids the released models' rows follow, by their row count.
 RELEASED_LAYOUTS = {251: "coco_2017_val_panoptic", 92: "coco_2017_val"}
-
-
-def dataset_category_ids(dataset_name):
-    """Dataset category id of each contiguous id 0..K-1 of a registered dataset (list of K ints)."""
-    by_contiguous = contiguous_to_dataset(MetadataCatalog.get(dataset_name))
-    if not by_contiguous:
-        raise ValueError(
-            f"Dataset {dataset_name!r} has no thing_/stuff_dataset_id_to_contiguous_id metadata: register it "
-            "(e.g. with register_coco_panoptic) or pass a registered dataset name"
-        )
-    if sorted(by_contiguous) != list(range(len(by_contiguous))):
-        raise ValueError(f"Dataset {dataset_name!r}: contiguous ids are not 0..{len(by_contiguous) - 1}")
-    return [by_contiguous[c] for c in range(len(by_contiguous))]
 
 
 def reindex_class_rows(state, dataset_name):

@@ -11,18 +11,19 @@ _WIDE_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 def read_image(path, format="RGB"):
     """Returns an H x W x C uint8 array of the image at ``path`` in ``format`` (Detectron2's
-    "RGB", "BGR", "L", ...), with its EXIF orientation applied.
-
-    Palette, grayscale and RGBA files are converted as Detectron2 does (alpha dropped);
-    16-bit grayscale keeps its 8 most significant bits instead of being clipped at 255.
-    Raises what PIL raises for missing or undecodable files.
+    "RGB", "BGR", "L", ...), with its EXIF orientation applied: Detectron2's ``read_image``
+    (palette, grayscale and RGBA files converted, alpha dropped), except that 16-bit
+    grayscale keeps its 8 most significant bits. Raises what PIL raises for missing or
+    undecodable files.
     """
     with PathManager.open(path, "rb") as f:
-        image = ImageOps.exif_transpose(Image.open(f))
-        if image.mode in _WIDE_GRAY_MODES:
-            wide = np.asarray(image).astype(np.int64)
-            image = Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), mode="L")
-        return utils.convert_PIL_to_numpy(image, format)
+        wide = Image.open(f).mode in _WIDE_GRAY_MODES
+    if not wide:
+        return utils.read_image(path, format)
+    # Detectron2's read_image clips 16-bit values at 255 (all but black turns white).
+    with PathManager.open(path, "rb") as f:
+        wide = np.asarray(ImageOps.exif_transpose(Image.open(f))).astype(np.int64)
+    return utils.convert_PIL_to_numpy(Image.fromarray(np.clip(wide >> 8, 0, 255).astype(np.uint8), mode="L"), format)
 
 
 def load_semantic_png(filename, dtype=None):

@@ -6,6 +6,7 @@ tables, ``thing_dataset_id_to_contiguous_id`` and ``stuff_dataset_id_to_contiguo
 too). ``meta`` below is a ``Metadata`` from the MetadataCatalog or a plain dict (as given to
 ``register_coco_panoptic``); a missing table counts as empty.
 """
+from detectron2.data import MetadataCatalog
 
 THING_MAP = "thing_dataset_id_to_contiguous_id"
 STUFF_MAP = "stuff_dataset_id_to_contiguous_id"
@@ -19,6 +20,19 @@ def dataset_to_contiguous(meta):
 def contiguous_to_dataset(meta):
     """{contiguous id: dataset category id} over things and stuff together."""
     return {contiguous: dataset_id for dataset_id, contiguous in dataset_to_contiguous(meta).items()}
+
+
+def dataset_category_ids(dataset_name):
+    """Dataset category id of each contiguous id 0..K-1 of a registered dataset (list of K ints)."""
+    by_contiguous = contiguous_to_dataset(MetadataCatalog.get(dataset_name))
+    if not by_contiguous:
+        raise ValueError(
+            f"Dataset {dataset_name!r} has no thing_/stuff_dataset_id_to_contiguous_id metadata: register it "
+            "(e.g. with register_coco_panoptic) or pass a registered dataset name"
+        )
+    if sorted(by_contiguous) != list(range(len(by_contiguous))):
+        raise ValueError(f"Dataset {dataset_name!r}: contiguous ids are not 0..{len(by_contiguous) - 1}")
+    return [by_contiguous[c] for c in range(len(by_contiguous))]
 
 
 def thing_contiguous_ids(meta):

@@ -7,8 +7,7 @@ inference-only use the dataset may have its panoptic metadata in the MetadataCat
 """
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..checkpoint.class_rows import dataset_category_ids
-from .metadata import THING_MAP, dataset_to_contiguous
+from .metadata import THING_MAP, dataset_category_ids, dataset_to_contiguous
 from .panoptic_dataset import thing_class_ids
 
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert
 
+from ..data.predictor_input import predictor_input
 from ..modeling.postprocessing import resize_ids_nearest
 
 
@@ -40,15 +41,6 @@ class PipelineTrace:
     num_queries: int
 
 
-def predictor_input(predictor, image_bgr):
-    """The input dict a Detectron2 DefaultPredictor gives its model for ``image_bgr`` (H x W x 3
-    uint8): in INPUT.FORMAT, resized by the test-time augmentation, with the original size."""
-    image = image_bgr[:, :, ::-1] if predictor.input_format == "RGB" else image_bgr
-    resized = predictor.aug.get_transform(image).apply_image(image)
-    tensor = torch.as_tensor(resized.astype("float32").transpose(2, 0, 1))
-    return {"image": tensor, "height": image.shape[0], "width": image.shape[1]}
-
-
 @torch.no_grad()
 def trace_pipeline(predictor, image_bgr):
     """Runs the predictor's DetrPanoptic on ``image_bgr`` (H x W x 3 uint8) as the predictor
@@ -56,7 +48,7 @@ def trace_pipeline(predictor, image_bgr):
     model = predictor.model
     if getattr(model, "mask_head", None) is None or not model.panoptic_on:
         raise ValueError("The pipeline inspector needs a panoptic model (MODEL.MASK_ON and DETR.TEST.PANOPTIC_ON)")
-    (steps,) = model.inference_steps([predictor_input(predictor, image_bgr)])
+    (steps,) = model.inference_steps([predictor_input(image_bgr, predictor.aug, predictor.input_format)])
     if steps.attention_maps is None:
         raise ValueError(f"The mask head {type(model.mask_head).__name__} returns no attention maps to show")
     panoptic_seg, segments_info = steps.panoptic_seg

@@ -1,6 +1,7 @@
 """Loading weights into DetrPanoptic's detector: a checkpoint with or without the
 training-only parts (query groups, the encoder's semantic head), and a stage-1 (box-only)
-checkpoint frozen for stage 2."""
+checkpoint frozen for stage 2 (``freeze_detector``; ``keep_detector_in_eval`` in training).
+The detector is everything but the mask head."""
 import logging
 
 from ..checkpoint.safe_load import load_model_state
@@ -48,3 +49,25 @@ def load_detector_state(model, path):
             f"unexpected keys {_shorten(unexpected)}, shape mismatches (file vs model) {_shorten(mismatched)}"
         )
     model.load_state_dict(state, strict=False)
+
+
+def detector_parameters(model):
+    """(name, parameter) of everything of ``model`` but its mask head: what stage 2 freezes."""
+    return [(n, p) for n, p in model.named_parameters() if not n.startswith("mask_head.")]
+
+
+def freeze_detector(model, path):
+    """Loads the detector of ``model`` from the box-only checkpoint at ``path`` and freezes it
+    (no gradients)."""
+    load_detector_state(model, path)
+    for _, p in detector_parameters(model):
+        p.requires_grad_(False)
+
+
+def keep_detector_in_eval(model):
+    """Puts every child of ``model`` but its mask head in eval mode, so that a frozen detector's
+    BatchNorm statistics do not drift and the mask head trains on the detector's inference-time
+    outputs (the reference keeps its dropout on; with FrozenBN that is the only difference)."""
+    for name, module in model.named_children():
+        if name != "mask_head":
+            module.train(False)

@@ -4,14 +4,15 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 1. ``backbone``: any Detectron2 ``Backbone``, a dict of feature maps (res2..res5 for a ResNet);
    the transformer reads one level, ``in_feature`` (by default the coarsest: res5, stride 32),
    and the batch's padding mask is downsampled to it;
-2. ``input_proj``: 1x1 conv of that level to the transformer width d, and
+2. ``input_proj``: 1x1 conv of that level to the transformer width d (``prediction_heads``), and
    ``position_encoding``, one d-dimensional code per cell of its grid;
 3. ``transformer.encoder``: the **encoded image** (memory), d x h x w (in training, optionally
    also supervised densely: ``encoder_supervision``);
 4. ``transformer.decoder``: N **box embeddings** (one per object query), at every layer (in
    training with query groups, G x N: Group DETR, each group matched and supervised alone);
-5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h); inference keeps
-   the queries whose best class is a real one with probability above a threshold;
+5. ``class_embed`` (K+1 logits) and ``bbox_embed`` (normalized cx, cy, w, h), from
+   ``prediction_heads``; inference keeps the queries whose best class is a real one with
+   probability above a threshold;
 6. ``mask_head``, first part: M **attention maps** per kept box embedding over the encoded image;
 7. ``mask_head``, second part: an FPN-style head adding back finer backbone levels -> **mask
    logits** (stride 4 for a ResNet), only for the queries whose masks are used;
@@ -20,7 +21,6 @@ meta-architecture. A batch of images goes, in ``forward``, through:
 ``detect`` runs steps 1-5, ``segment`` steps 6-7, ``inference`` step 8 (and the instance and
 semantic outputs); ``inference_steps`` returns what every step produced, per image.
 """
-import contextlib
 import functools
 from typing import List, Optional
 
@@ -32,43 +32,20 @@ from detectron2.structures import ImageList
 from torch import nn
 from torchvision.ops import box_convert
 
-from ..config import AMP_DTYPES
 from ..data.validation import config_thing_ids
-from . import postprocessing
+from . import postprocessing, precision
 from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
 from .batchnorm_folding import folded_batchnorm
 from .criterion import SetCriterion
 from .denoising import DenoisingQueries
-from .detector_weights import drop_unused_training_weights, load_detector_state
+from .detector_weights import drop_unused_training_weights, freeze_detector, keep_detector_in_eval
 from .encoder_supervision import EncoderSemanticLoss
 from .mask_head import build_mask_head
 from .matcher import HungarianMatcher
 from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
+from .prediction_heads import box_head, class_head, classes_and_boxes, input_projection
 from .transformer import Transformer
-
-
-class MLP(nn.Module):
-    """Linear layers with ReLU between them (the 3-layer box head)."""
-
-    def __init__(self, input_dim, hidden_dim, output_dim, num_layers):
-        super().__init__()
-        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
-        self.layers = nn.ModuleList(nn.Linear(i, o) for i, o in zip(dims, dims[1:] + [output_dim]))
-
-    def forward(self, x):
-        for i, layer in enumerate(self.layers):
-            x = layer(x) if i == len(self.layers) - 1 else F.relu(layer(x))
-        return x
-
-
-def float32_on_cpu(x):
-    """Context in which the CPU runs float32 even under a bfloat16 autocast, for the
-    transformer and the class and box heads when ``x`` (the tensor they read) is on the CPU:
-    oneDNN's bfloat16 attention is slower than its float32 one with DETR's narrow heads
-    (d / M = 16 or 32), and boxes keep float32 precision for matching and the L1 loss.
-    On GPUs, autocast applies as set."""
-    return torch.autocast("cpu", enabled=False) if x.device.type == "cpu" else contextlib.nullcontext()
 
 
 @META_ARCH_REGISTRY.register()
@@ -178,9 +155,9 @@ class DetrPanoptic(nn.Module):
             )
         self.channels_last = channels_last
         if channels_last:
-            backbone.to(memory_format=torch.channels_last)
+            precision.channels_last(backbone)
         self.position_encoding = position_encoding or PositionEmbeddingSine(hidden_dim // 2, normalize=True)
-        self.input_proj = nn.Conv2d(shapes[self.in_feature].channels, hidden_dim, 1)
+        self.input_proj = input_projection(shapes[self.in_feature].channels, hidden_dim)
         self.transformer = transformer
         self.query_embed = nn.Embedding(num_queries, hidden_dim)
         if train_query_groups < 1:
@@ -216,8 +193,8 @@ class DetrPanoptic(nn.Module):
             else None
         )
         self.register_load_state_dict_pre_hook(drop_unused_training_weights)
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
-        self.bbox_embed = MLP(hidden_dim, hidden_dim, 4, 3)
+        self.class_embed = class_head(hidden_dim, num_classes)
+        self.bbox_embed = box_head(hidden_dim)
         if mask_head is not None and not isinstance(mask_head, nn.Module):
             mask_head = mask_head(shapes)
         self.mask_head = mask_head
@@ -258,16 +235,12 @@ class DetrPanoptic(nn.Module):
                 f"mask_score_floor (MODEL.DETR.TEST.MASK_SCORE_FLOOR) must be in [0, 1], got {mask_score_floor}"
             )
         self.mask_score_floor = mask_score_floor
-        if amp_dtype not in AMP_DTYPES:
-            raise ValueError(
-                f"amp_dtype (MODEL.DETR.TEST.AMP_DTYPE) must be one of {sorted(AMP_DTYPES)}, got {amp_dtype!r}"
-            )
-        self.amp_dtype = AMP_DTYPES[amp_dtype]
+        self.amp_dtype = precision.amp_dtype(amp_dtype)
         self.cpu_training_amp = cpu_training_amp
         self.fold_batchnorm = fold_batchnorm
         self.frozen_detector = bool(frozen_weights)
         if self.frozen_detector:
-            self.freeze_detector(frozen_weights)
+            freeze_detector(self, frozen_weights)
 
     @classmethod
     def from_config(cls, cfg):
@@ -339,26 +312,12 @@ class DetrPanoptic(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
-    def detector_parameters(self):
-        """(name, parameter) of everything but the mask head: what stage 2 freezes."""
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith("mask_head.")]
-
     def train(self, mode=True):
-        """As nn.Module.train; a frozen detector stays in eval mode, so that its BatchNorm
-        statistics do not drift and the mask head trains on the detector's inference-time
-        outputs (the reference keeps its dropout on; with FrozenBN that is the only difference)."""
+        """As nn.Module.train; a frozen detector stays in eval mode (detector_weights.keep_detector_in_eval)."""
         super().train(mode)
         if self.frozen_detector:
-            for name, module in self.named_children():
-                if name != "mask_head":
-                    module.train(False)
+            keep_detector_in_eval(self)
         return self
-
-    def freeze_detector(self, path):
-        """Loads the detector (all but the mask head) from a box-only checkpoint and freezes it."""
-        load_detector_state(self, path)
-        for _, p in self.detector_parameters():
-            p.requires_grad_(False)
 
     def normalize(self, image):
         """C x H x W image (INPUT.FORMAT, any dtype) -> float32 on the model's device, normalized
@@ -390,7 +349,7 @@ class DetrPanoptic(nn.Module):
         Returns DetrOutputs with G*N queries (G = 1 in inference), the denoising queries' class
         logits and boxes apart."""
         if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+            images = precision.channels_last(images)
         with folded_batchnorm(self.backbone, self.fold_batchnorm):  # inference only, see its module
             features = self.backbone(images)
         x = features[self.in_feature]
@@ -402,10 +361,9 @@ class DetrPanoptic(nn.Module):
         projected = self.input_proj(x)
         queries = self.object_queries()
         groups = len(queries) // self.query_embed.num_embeddings
-        with float32_on_cpu(projected):
+        with precision.float32_on_cpu(projected):
             box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups, denoising)
-            logits = self.class_embed(box_embeddings)
-            boxes = self.bbox_embed(box_embeddings).sigmoid()
+            logits, boxes = classes_and_boxes(self.class_embed, self.bbox_embed, box_embeddings)
         dn_logits = dn_boxes = None
         if denoising is not None:
             n = len(queries)
@@ -460,15 +418,12 @@ class DetrPanoptic(nn.Module):
         return self.inference(batched_inputs, images, out)
 
     def inference_autocast(self):
-        """torch.autocast with MODEL.DETR.TEST.AMP_DTYPE for inference's network steps (1-7);
-        a no-op when it is "none". Post-processing always runs in float32."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        """Inference's autocast (MODEL.DETR.TEST.AMP_DTYPE), see modeling/precision.py."""
+        return precision.inference_autocast(self.device, self.amp_dtype)
 
     def training_autocast(self):
-        """bfloat16 autocast for a training step's network steps (1-7) on the CPU with
-        SOLVER.AMP.ENABLED (on a GPU, Detectron2's AMPTrainer autocasts the whole step to
-        float16 instead); a no-op otherwise. The losses are computed in float32."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_training_amp and self.device.type == "cpu")
+        """A training step's autocast (CPU bfloat16 with SOLVER.AMP.ENABLED), see modeling/precision.py."""
+        return precision.training_autocast(self.device, self.cpu_training_amp)
 
     def losses(self, batched_inputs, images, padding_mask):
         """The weighted loss dict of a batch (``criterion``, see SetCriterion.forward): steps

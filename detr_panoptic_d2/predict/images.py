@@ -3,13 +3,12 @@ Detectron2's DefaultPredictor does; an image that cannot be read becomes a recor
 and the reason, so that one bad file never stops the loader."""
 import os
 
-import numpy as np
-import torch
 from detectron2.data import build_detection_test_loader
 from PIL import UnidentifiedImageError
 from torch.utils.data import SequentialSampler
 
 from ..data.image_io import read_image
+from ..data.predictor_input import predictor_input
 
 
 class UnreadableImage(ValueError):
@@ -53,14 +52,7 @@ class ImageReader:
         except UnreadableImage as e:
             record["error"] = str(e)
             return record
-        image = rgb if self.input_format == "RGB" else rgb[:, :, ::-1]
-        image = self.resize.get_transform(image).apply_image(image)
-        record.update(
-            image=torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1))),
-            height=rgb.shape[0],
-            width=rgb.shape[1],
-            rgb=rgb,
-        )
+        record.update(predictor_input(rgb, self.resize, self.input_format, image_format="RGB"), rgb=rgb)
         return record
 
 
