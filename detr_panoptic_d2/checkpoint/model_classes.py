@@ -9,7 +9,8 @@ registered dataset with other classes is an error naming both.
 """
 from detectron2.data import MetadataCatalog
 
-from ..data.metadata import STUFF_MAP, THING_MAP, class_names, contiguous_to_dataset, thing_contiguous_ids
+from ..data.metadata import class_names, contiguous_to_dataset, thing_contiguous_ids
+from ..data.panoptic_dataset import contiguous_metadata
 
 CLASSES_KEY = "classes"
 
@@ -33,21 +34,6 @@ def dataset_classes(dataset_name):
         }
         for c in range(len(to_dataset))
     ]
-
-
-def classes_metadata(classes):
-    """Detectron2 panoptic metadata (``coco_panoptic_standard`` convention, contiguous ids in
-    the order of ``classes``) for MetadataCatalog.set."""
-    names = [c["name"] for c in classes]
-    colors = [list(c["color"]) for c in classes]
-    return {
-        "thing_classes": names,
-        "thing_colors": colors,
-        "stuff_classes": list(names),
-        "stuff_colors": [list(c) for c in colors],
-        THING_MAP: {c["id"]: i for i, c in enumerate(classes) if c["isthing"]},
-        STUFF_MAP: {c["id"]: i for i, c in enumerate(classes)},
-    }
 
 
 def _key(classes):
@@ -88,4 +74,4 @@ def use_model_classes(classes, dataset_name, source, check=True):
         if check:
             check_classes(classes, dataset_name, source)
         return
-    MetadataCatalog.get(dataset_name).set(**classes_metadata(classes))
+    MetadataCatalog.get(dataset_name).set(**contiguous_metadata(classes))

@@ -25,7 +25,12 @@ def panoptic_metadata(categories):
     (dicts with ``id``, ``name``, ``isthing`` and ``color``). Things get the contiguous ids
     0..T-1 (Detectron2's ``COCOEvaluator`` requires it), stuff T..K-1, each kind in list order.
     """
-    ordered = [c for c in categories if c["isthing"]] + [c for c in categories if not c["isthing"]]
+    return contiguous_metadata([c for c in categories if c["isthing"]] + [c for c in categories if not c["isthing"]])
+
+
+def contiguous_metadata(ordered):
+    """Detectron2 panoptic metadata (``coco_panoptic_standard`` convention) from categories
+    already in contiguous order: category i gets contiguous id i."""
     names = [c["name"] for c in ordered]
     colors = [list(c["color"]) for c in ordered]
     return {
