@@ -49,7 +49,7 @@ optimizer.lr = 2e-4
 optimizer.params.lr_factor_func.multiplier = 1.0
 optimizer.full_model_clip = 1.0
 
-train.max_iter = 3400  # sized so that `make demo` trains in minutes on a CPU (README)
+train.max_iter = 3400  # the demo's CPU schedule (docs/experiments/shapes_recipe.md)
 train.amp.enabled = True  # on the CPU: bfloat16 autocast in the model (see detr_R18_shapes.yaml)
 train.checkpointer.period = 1000
 train.seed = 0
