@@ -26,8 +26,9 @@ model.num_classes = 6
 model.num_queries = 10  # at most 8 segments per image; 10 learn faster than 20
 model.channels_last = True  # NHWC convolutions (same values; see detr_panoptic_d2/config.py)
 model.encoder_semantic_weight = 2.0  # training only (see detr_R18_shapes.yaml)
-# Chosen on shapes_panoptic_tune (see detr_R18_shapes.yaml).
-model.object_score_thresh = 0.4
+# Rule and threshold chosen on shapes_panoptic_tune (see detr_R18_shapes.yaml).
+model.object_score_thresh = 0.3
+model.merge = "score_weighted"
 model.instances_on = True
 model.semantic_on = True
 

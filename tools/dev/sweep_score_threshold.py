@@ -18,6 +18,7 @@ from detectron2.evaluation import inference_on_dataset
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.data.user_datasets import add_register_argument
 from detr_panoptic_d2.engine import DetrTrainer, setup
+from detr_panoptic_d2.engine.evaluators import build_panoptic_evaluator
 
 
 def get_parser():
@@ -46,7 +47,9 @@ def main(argv=None):
     results = {}
     for threshold in args.thresholds:
         model.object_score_thresh = threshold
-        evaluator = DetrTrainer.build_evaluator(cfg, args.dataset)
+        # No output folder: the evaluator's files go to a temporary one of its own, so that
+        # sweeps of one config can run side by side without reading each other's predictions.
+        evaluator = build_panoptic_evaluator(cfg, args.dataset, None)
         results[threshold] = inference_on_dataset(model, loader, evaluator)["panoptic_seg"]
     rows = [f"{'threshold':>9} {'PQ':>6} {'PQ_th':>6} {'PQ_st':>6}"]
     rows += [f"{t:>9.2f} {r['PQ']:>6.1f} {r['PQ_th']:>6.1f} {r['PQ_st']:>6.1f}" for t, r in results.items()]
