@@ -152,6 +152,7 @@ def test_official_and_huggingface_weights_load_as_their_converted_file(tmp_path,
         assert "re-indexed from COCO category ids to the contiguous ids of coco_2017_val_panoptic" in caplog.text
         caplog.clear()
         for key, value in expected.state_dict().items():
+            # Exact by construction: converted on load or by the tool, the same copied tensors.
             assert torch.equal(model.state_dict()[key], value), (weights, key)
         assert_same_inference(model, expected)
 
@@ -173,6 +174,7 @@ def test_demo_with_official_weights_writes_the_converted_files_outputs(tmp_path)
                 "--save-coco-panoptic", "--confidence-threshold", "0.5", "--opts", "MODEL.WEIGHTS", weights]
         assert demo.main(argv) == 0
     for file in ("street.png", "coco_panoptic/street.png", "coco_panoptic.json"):
+        # Exact by construction: the same weights through the same operations on the same images.
         assert (tmp_path / "official" / file).read_bytes() == (tmp_path / "converted" / file).read_bytes(), file
 
 

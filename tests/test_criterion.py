@@ -54,6 +54,7 @@ def test_forward_equals_the_layer_and_mask_losses_assembled_by_hand(all_groups):
     expected = _restated(criterion, logits, boxes, targets, table, all_groups)
     assert list(losses) == list(expected)
     for name in expected:
+        # Exact by construction: the same loss functions on the same tensors, in the same order.
         assert torch.equal(losses[name], expected[name]), name
     assert len(seen) == 1 and len(seen[0][0]) == (5 * G if all_groups else 5)  # the mask head runs once
 
@@ -89,6 +90,7 @@ def test_assigned_queries_with_the_matchers_pairs_get_the_matched_losses():
     for i in range(L):
         suffix = "" if i == L - 1 else f"_{i}"
         for loss in ("loss_ce", "loss_bbox", "loss_giou"):
+            # Exact by construction: the same loss functions on the same pairs.
             assert torch.equal(per_layer[i][loss + "_dn"], matched[loss + suffix]), (loss, i)
     # All layers at once: suffixes per layer; a normalizer divides the box losses.
     assigned = {"dn": {"pred_logits": logits, "pred_boxes": boxes, "indices": indices[-1], "normalizer": 2}}

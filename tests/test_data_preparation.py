@@ -46,6 +46,7 @@ def test_semantic_pngs_are_the_generators_and_give_miou(shapes_split, tmp_path):
     names = sorted(os.listdir(p["sem_seg_root"]))
     assert sorted(os.listdir(out)) == names and len(names) == 4
     for name in names:
+        # Exact by construction: integer class maps.
         assert np.array_equal(_png(out / name), _png(os.path.join(p["sem_seg_root"], name))), name
 
     # The written folder as a split's sem_seg_dir: mIoU of the ground truth itself is 100.
@@ -106,6 +107,7 @@ def test_instances_and_stuff_pngs_give_back_the_panoptic_split(shapes_split, tmp
         mine = by_image[ann["image_id"]]
         ids_a, cats_a = _category_map(os.path.join(p["panoptic_root"], ann["file_name"]), ann["segments_info"])
         ids_b, cats_b = _category_map(out_dir / mine["file_name"], mine["segments_info"])
+        # Exact by construction: integer ids.
         assert np.array_equal(cats_a, cats_b)
         masks = lambda ids, segs: sorted(tuple(np.flatnonzero(ids == s["id"])) for s in segs)  # noqa: E731
         assert masks(ids_a, ann["segments_info"]) == masks(ids_b, mine["segments_info"])
@@ -147,6 +149,7 @@ def test_overlapping_instances_go_to_the_earlier_or_stop(tmp_path):
         segments = json.load(f)["annotations"][0]["segments_info"]
     assert [s["area"] for s in segments] == [9, 7]
     ids = rgb2id(np.asarray(Image.open(tmp_path / "pngs" / "seven.png").convert("RGB")))
+    # Exact by construction: integer masks.
     assert np.array_equal(ids == segments[0]["id"], a) and np.array_equal(ids == segments[1]["id"], b & ~a)
     from detr_panoptic_d2.data.preparation import instances_to_panoptic
 

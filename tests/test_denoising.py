@@ -35,6 +35,7 @@ def test_attention_mask_by_hand():
         [F, F, F, F, F, T],
         [F, F, F, F, T, F],
     ])
+    # Exact by construction: boolean masks.
     assert torch.equal(group_attention_mask(4, 2, denoising_groups=2, denoising_size=1), expected)
     assert torch.equal(group_attention_mask(2, 1, denoising_groups=1, denoising_size=2), torch.tensor([
         [F, F, T, T], [F, F, T, T], [F, F, F, F], [F, F, F, F],
@@ -46,6 +47,7 @@ def test_noise_follows_its_rule():
     torch.manual_seed(0)
     labels, boxes = torch.randint(0, 5, (2000,)), torch.rand(2000, 4) * 0.4 + 0.3
     clean = DenoisingQueries(16, 5, groups=1, label_noise=0.0, box_noise=0.0)
+    # Exact by construction: no noise returns the inputs unchanged.
     assert all(torch.equal(a, b) for a, b in zip(clean.noised(labels, boxes), (labels, boxes)))
     noisy = DenoisingQueries(16, 5, groups=1, label_noise=0.2, box_noise=0.4)
     new_labels, new_boxes = noisy.noised(labels, boxes)

@@ -126,6 +126,7 @@ def test_score_weighted_rule_without_stuff_fill_is_mask2formers(seed):
         logits, scores, classes, IS_THING, (9, 11), (9, 11), 0, 1, rule="score_weighted", stuff_fills_void=False
     )
     expected, segments = _mask2former_loop(logits.sigmoid(), scores, classes, IS_THING)
+    # Exact by construction: elementwise sigmoid, products and argmax of the same logits, no kernel-ordered sum.
     assert torch.equal(seg.long(), expected)
     assert [s["category_id"] for s in info] == segments
 

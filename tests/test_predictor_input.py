@@ -40,5 +40,6 @@ def test_demo_reader_and_inspector_input_is_default_predictors(tmp_path, input_f
     assert expected["image"].shape == (3, 40, 56) and (expected["height"], expected["width"]) == (50, 70)
     record = ImageReader(resize, input_format)({"index": 0, "path": path})  # reads RGB
     for got in (predictor_input(bgr, resize, input_format), record):
+        # Exact by construction: the same resize and conversion of the same integer image.
         assert torch.equal(got["image"], expected["image"])
         assert (got["height"], got["width"]) == (expected["height"], expected["width"])

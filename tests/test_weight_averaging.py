@@ -97,6 +97,7 @@ def test_trainer_evaluates_both_deploys_the_average_and_resume_restores_it(tiny_
     final = torch.load(tmp_path / "full" / "model_final.pth", weights_only=False)
     averaged = trainer.weight_averaging.averaged_model.state_dict()
     raw = trainer.model.state_dict()
+    # Exact by construction (here and below): saved, loaded and deployed tensors are copies.
     assert all(torch.equal(final["model"][k], v) for k, v in averaged.items())
     assert all(torch.equal(final["raw_model"][k], v) for k, v in raw.items())
     assert not torch.equal(final["model"]["class_embed.weight"], raw["class_embed.weight"])
