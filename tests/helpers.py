@@ -5,6 +5,7 @@ import os
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
+from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from detr_panoptic_d2 import add_detr_panoptic_config
@@ -15,7 +16,6 @@ from detr_panoptic_d2.testing import calibrate_kept_queries
 
 def model_from_config_file(path):
     """(cfg, model) of a shipped config on the CPU, with random weights and no frozen detector."""
-    from detectron2.modeling import build_model
 
     cfg = add_detr_panoptic_config(get_cfg())
     cfg.merge_from_file(path)
@@ -114,6 +114,20 @@ def register_tiny_panoptic_metadata(name=TINY_PANOPTIC):
     return name
 
 
+def tiny_model_with_every_output(opts=(), seed=0):
+    """A tiny DetrPanoptic on the tiny panoptic metadata with panoptic, instance and semantic
+    outputs on, ``opts`` (["KEY", value, ...]) applied, initialized from ``seed``."""
+    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
+    cfg.merge_from_list(["MODEL.DETR.TEST.INSTANCES_ON", True, "MODEL.DETR.TEST.SEMANTIC_ON", True, *opts])
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+def two_labelled_images():
+    """Two labelled inputs of different sizes (64 x 96 with classes 0, 2, 4; 80 x 64 with 1, 3)."""
+    return [make_input(64, 96, (0, 2, 4), seed=1), make_input(80, 64, (1, 3), seed=2)]
+
+
 def load_tool(name):
     """Imports ``tools/<name>.py`` (the tools are scripts, not a package) as a module; ``name``
     may name a subfolder, as "dev/plot_convergence"."""
@@ -129,7 +143,6 @@ def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0):
     ``model.pth`` (random weights drawn from ``seed``) into ``folder`` for the command-line
     tools. The no-object logit is biased down so every query predicts a real class: with
     --confidence-threshold 0 all queries are kept. Returns (config path, weights path)."""
-    from detectron2.modeling import build_model
 
     from detr_panoptic_d2.data.metadata import dataset_category_ids
 

@@ -3,25 +3,15 @@ mask by hand, the matching queries get nothing from the denoising ones (forward 
 and groups nothing from each other, the losses are there in training, and a checkpoint trained
 with them gives a plain DETR's inference, bit for bit."""
 import torch
-from detectron2.modeling import build_model
 
 from detr_panoptic_d2.modeling.denoising import DenoisingQueries
 from detr_panoptic_d2.modeling.transformer import group_attention_mask
 
-from .helpers import assert_same_inference, load_trained_into_plain, make_input, register_tiny_panoptic_metadata, tiny_cfg
+from .helpers import assert_same_inference, load_trained_into_plain, tiny_model_with_every_output, two_labelled_images
 
 
 def _model(dn_groups, seed=0):
-    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
-    cfg.MODEL.DETR.DN.GROUPS = dn_groups
-    cfg.MODEL.DETR.TEST.INSTANCES_ON = True
-    cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
-    torch.manual_seed(seed)
-    return build_model(cfg)
-
-
-def _inputs():
-    return [make_input(64, 96, (0, 2, 4), seed=1), make_input(80, 64, (1, 3), seed=2)]
+    return tiny_model_with_every_output(["MODEL.DETR.DN.GROUPS", dn_groups], seed)
 
 
 def test_attention_mask_by_hand():
@@ -61,7 +51,7 @@ def test_noise_follows_its_rule():
 
 def test_matching_queries_see_nothing_of_the_denoising_ones_and_groups_nothing_of_each_other():
     model = _model(2).train()
-    images, padding_mask = model.preprocess_image(_inputs())
+    images, padding_mask = model.preprocess_image(two_labelled_images())
     d, size = model.transformer.d_model, 3
     position = torch.randn(2, 2 * size, d, requires_grad=True)
     content = torch.randn(2, 2 * size, d, requires_grad=True)
@@ -82,9 +72,9 @@ def test_matching_queries_see_nothing_of_the_denoising_ones_and_groups_nothing_o
 
 def test_training_has_denoising_losses_and_a_trained_checkpoint_infers_as_a_plain_detr(tmp_path):
     model = _model(3).train()
-    losses = model(_inputs())
+    losses = model(two_labelled_images())
     assert {"loss_ce_dn", "loss_bbox_dn", "loss_giou_dn", "loss_ce_dn_0"} <= losses.keys()
-    assert {k for k in losses if "dn" not in k} == set(_model(0).train()(_inputs()))
+    assert {k for k in losses if "dn" not in k} == set(_model(0).train()(two_labelled_images()))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     sum(losses.values()).backward()
     assert model.denoising.label_embed.weight.grad.abs().sum() > 0

@@ -8,24 +8,17 @@ from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.modeling.detector_weights import detector_parameters
 
 from .helpers import (
-    assert_same_inference, keep_queries_, load_trained_into_plain, make_input, register_tiny_panoptic_metadata, tiny_cfg,
+    assert_same_inference, keep_queries_, load_trained_into_plain, register_tiny_panoptic_metadata, tiny_cfg,
+    tiny_model_with_every_output, two_labelled_images,
 )
 
 N = 10  # tiny_cfg's NUM_OBJECT_QUERIES
 
 
 def _model(groups, mask_loss_all_groups=False, seed=0):
-    cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
-    cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = groups
-    cfg.MODEL.DETR.MASK_LOSS_ALL_GROUPS = mask_loss_all_groups
-    cfg.MODEL.DETR.TEST.INSTANCES_ON = True
-    cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
-    torch.manual_seed(seed)
-    return build_model(cfg)
-
-
-def _inputs():
-    return [make_input(64, 96, (0, 2, 4), seed=1), make_input(80, 64, (1, 3), seed=2)]
+    return tiny_model_with_every_output(
+        ["MODEL.DETR.TRAIN_QUERY_GROUPS", groups, "MODEL.DETR.MASK_LOSS_ALL_GROUPS", mask_loss_all_groups], seed
+    )
 
 
 @pytest.mark.parametrize("mask_loss_all_groups", [False, True], ids=["masks_first_group", "masks_all_groups"])
@@ -33,7 +26,7 @@ def test_losses_are_the_mean_over_groups_of_independent_detrs(mask_loss_all_grou
     """Oracle: each group's queries alone in a plain (G = 1) DETR with the same weights; its
     losses, matched on its own, averaged over the groups, are the G-group model's."""
     grouped = _model(3, mask_loss_all_groups).train()
-    losses = grouped(_inputs())
+    losses = grouped(two_labelled_images())
     queries = torch.cat([grouped.query_embed.weight, grouped.group_query_embed.weight]).detach()
     single = _model(1).train()
     single.load_state_dict(grouped.state_dict())
@@ -41,7 +34,7 @@ def test_losses_are_the_mean_over_groups_of_independent_detrs(mask_loss_all_grou
     for g in range(3):
         with torch.no_grad():
             single.query_embed.weight.copy_(queries[g * N : (g + 1) * N])
-        per_group.append({k: v.item() for k, v in single(_inputs()).items()})
+        per_group.append({k: v.item() for k, v in single(two_labelled_images()).items()})
     assert losses.keys() == per_group[0].keys()
     for name, value in losses.items():
         if name in ("loss_mask", "loss_dice") and not mask_loss_all_groups:
@@ -55,7 +48,7 @@ def test_losses_are_the_mean_over_groups_of_independent_detrs(mask_loss_all_grou
 
 def test_a_group_gets_no_gradient_from_another_groups_losses():
     model = _model(3).train()
-    inputs = _inputs()
+    inputs = two_labelled_images()
     images, padding_mask = model.preprocess_image(inputs)
     targets = model.prepare_targets(inputs, images)
     out = model.detect(images.tensor, padding_mask)
