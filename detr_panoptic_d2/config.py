@@ -115,16 +115,6 @@ def add_detr_panoptic_config(cfg):
     # output stride of the mask logits is the stride of the last one. []: the backbone's 3
     # finest outputs (res4, res3, res2 of a ResNet; p4, p3, p2 of an FPN or SimpleFeaturePyramid).
     keys.MODEL.DETR.MASK_HEAD.IN_FEATURES = []
-    # False: the head runs only on queries whose masks are used (matched queries in training,
-    # queries kept for the requested outputs in inference); outputs are identical, except
-    # that MODEL.DETR.TEST.MASK_SCORE_FLOOR limits the instance and semantic outputs.
-    # True: it runs on all N queries, as the reference implementation does (exact mode).
-    keys.MODEL.DETR.MASK_HEAD.ALL_QUERIES = False
-    # True: DetrMaskHead's first convolution convolves the projected res5 once per image and
-    # adds each query's convolved attention maps (FPNMaskHead._fuse_per_image); the same values
-    # up to float rounding, less arithmetic per query (docs/PERFORMANCE.md). False: one
-    # convolution of the concatenation per query, as the reference implementation computes.
-    keys.MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE = True
 
     keys.MODEL.DETR.TEST = CN()
     # A query enters the panoptic output when its best class probability, "no object"
@@ -149,8 +139,8 @@ def add_detr_panoptic_config(cfg):
     # dropped, as with Detectron2's R-CNNs' SCORE_THRESH_TEST; semantic scores sum over the
     # queries at or above it, each query left out adding less than this to any class score
     # (it can only move the argmax where the two best classes are closer). 0: every query
-    # (the exact mode, as MASK_HEAD.ALL_QUERIES True, which ignores this). Not applied to a
-    # box-only model. Its effect on the metrics: docs/PERFORMANCE.md, "Evaluation with every
+    # gets a mask (exact semantic scores and every detection, at a higher cost). Not applied
+    # to a box-only model. Its effect on the metrics: docs/PERFORMANCE.md, "Evaluation with every
     # output on".
     keys.MODEL.DETR.TEST.MASK_SCORE_FLOOR = 0.05
     # Mixed precision for inference: "bfloat16" or "float16" run the backbone, transformer and
@@ -160,7 +150,8 @@ def add_detr_panoptic_config(cfg):
     # Inference (eval mode, no autograd) folds the backbone's frozen BatchNorm into the
     # convolutions before it (modeling/batchnorm_folding.py): the same values up to float
     # rounding, one pass less over every feature map. Parameters, training and checkpoints
-    # keep the unfolded form.
+    # keep the unfolded form. Turn it off to run the backbone's layers exactly as trained (a
+    # backbone whose frozen statistics you edit between forwards, or a debugging comparison).
     keys.MODEL.DETR.TEST.FOLD_BATCHNORM = True
 
     # --- the BasicBlock ResNet of any width (MODEL.BACKBONE.NAME "build_basic_resnet_backbone",

@@ -10,8 +10,8 @@ from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
 model.mask_head = None
-model.panoptic_on = False
-model.instances_on = True
+model.postprocessor.panoptic_on = False
+model.postprocessor.instances_on = True
 dataloader.evaluator.mask_on = False
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"

@@ -8,8 +8,8 @@ from ..common.models.detr_panoptic import model
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
-model.instances_on = True
-model.semantic_on = True
+model.postprocessor.instances_on = True
+model.postprocessor.semantic_on = True
 
 train.init_checkpoint = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 train.max_iter = 554700

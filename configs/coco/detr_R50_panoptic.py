@@ -9,9 +9,9 @@ from ..common.models.detr_panoptic import model
 from ..common.optim import AdamW as optimizer
 from ..common.train import train
 
-model.frozen_weights = "output/coco/detr_R50_boxes/model_final.pth"
-model.instances_on = True
-model.semantic_on = True
+train.frozen_weights = "output/coco/detr_R50_boxes/model_final.pth"
+model.postprocessor.instances_on = True
+model.postprocessor.semantic_on = True
 
 train.max_iter = 46225
 train.output_dir = "output/coco/detr_R50_panoptic"

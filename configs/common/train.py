@@ -4,6 +4,9 @@ train = dict(
     output_dir="./output",
     # Weights loaded before training (or evaluated with --eval-only); "" = from scratch.
     init_checkpoint="",
+    # Stage 2 of the paper's recipe: a box-only checkpoint whose detector is loaded and frozen,
+    # so that only the mask head trains (as MODEL.DETR.FROZEN_WEIGHTS); "" = nothing frozen.
+    frozen_weights="",
     max_iter=90000,
     amp=dict(enabled=False),  # Detectron2's AMPTrainer on GPUs; bfloat16 autocast in the model on the CPU
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),

@@ -8,6 +8,8 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
+from detr_panoptic_d2.modeling import EncoderSemanticLoss, MergeRule
+
 from ..common.data.coco_panoptic_detr import dataloader
 from ..common.models.detr_panoptic import model
 from ..common.optim import AdamW as optimizer
@@ -24,13 +26,16 @@ model.transformer.update(
 )
 model.num_classes = 6
 model.num_queries = 10  # at most 8 segments per image; 10 learn faster than 20
-model.channels_last = True  # NHWC convolutions (same values; see detr_panoptic_d2/config.py)
-model.encoder_semantic_weight = 2.0  # training only (see detr_R18_shapes.yaml)
+model.precision.channels_last = True  # NHWC convolutions (same values; see detr_panoptic_d2/config.py)
+# Training only: the encoded image's dense semantic loss (see detr_R18_shapes.yaml).
+model.criterion.encoder_semantic = L(EncoderSemanticLoss)(
+    hidden_dim="${...transformer.d_model}", num_classes="${...num_classes}", weight=2.0
+)
 # Rule and threshold chosen on shapes_panoptic_tune (see detr_R18_shapes.yaml).
-model.object_score_thresh = 0.3
-model.merge = "score_weighted"
-model.instances_on = True
-model.semantic_on = True
+model.postprocessor.object_score_thresh = 0.3
+model.postprocessor.merge = L(MergeRule)(rule="score_weighted")
+model.postprocessor.instances_on = True
+model.postprocessor.semantic_on = True
 
 dataloader.train.dataset.names = "shapes_panoptic_train"
 dataloader.train.mapper.augmentations = [

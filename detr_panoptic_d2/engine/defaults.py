@@ -7,7 +7,7 @@ shared with LazyConfigs, engine/lazy.py; yaml keys named here):
 
 - ``--eval-only`` ignores MODEL.DETR.FROZEN_WEIGHTS: MODEL.WEIGHTS then holds the whole model;
 - MODEL.DEVICE "cuda" (Detectron2's default) falls back to "cpu" when CUDA is unavailable;
-- on the CPU, SOLVER.AMP.ENABLED trains under bfloat16 autocast (DetrPanoptic.training_autocast)
+- on the CPU, SOLVER.AMP.ENABLED trains under bfloat16 autocast (modeling/precision.py)
   instead of Detectron2's float16 AMPTrainer, which needs CUDA; a warning says so when the CPU
   has no native bfloat16 arithmetic (``cpu_has_bfloat16``), where it may train slower than float32.
 
@@ -54,7 +54,7 @@ YAML_KEYS = {
     "amp": "SOLVER.AMP.ENABLED",
 }
 LAZY_KEYS = {
-    "frozen_weights": "model.frozen_weights",
+    "frozen_weights": "train.frozen_weights",
     "weights": "train.init_checkpoint",
     "device": "train.device",
     "amp": "train.amp.enabled",

@@ -101,11 +101,11 @@ def panoptic_evaluators(
     dicts = DatasetCatalog.get(dataset_name)
     evaluators, skipped = [], []
     if not panoptic_on:
-        skipped.append("PQ (COCOPanopticEvaluator): PANOPTIC_ON is off (MODEL.DETR.TEST.PANOPTIC_ON, model.panoptic_on)")
+        skipped.append("PQ (COCOPanopticEvaluator): PANOPTIC_ON is off (MODEL.DETR.TEST.PANOPTIC_ON, model.postprocessor.panoptic_on)")
     else:
         evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
     if not instances_on:
-        skipped.append("AP (COCOEvaluator): INSTANCES_ON is off (MODEL.DETR.TEST.INSTANCES_ON, model.instances_on)")
+        skipped.append("AP (COCOEvaluator): INSTANCES_ON is off (MODEL.DETR.TEST.INSTANCES_ON, model.postprocessor.instances_on)")
     elif not meta.get("json_file", None):
         skipped.append(f"AP (COCOEvaluator): the metadata of {dataset_name!r} has no json_file (instances JSON)")
     else:
@@ -113,7 +113,7 @@ def panoptic_evaluators(
             ThingsCOCOEvaluator(dataset_name, tasks, output_dir=output_dir, max_dets_per_image=detections_per_image)
         )
     if not semantic_on:
-        skipped.append("mIoU (SemSegEvaluator): SEMANTIC_ON is off (MODEL.DETR.TEST.SEMANTIC_ON, model.semantic_on)")
+        skipped.append("mIoU (SemSegEvaluator): SEMANTIC_ON is off (MODEL.DETR.TEST.SEMANTIC_ON, model.postprocessor.semantic_on)")
     elif not all("sem_seg_file_name" in d for d in dicts):
         skipped.append(f"mIoU (SemSegEvaluator): the dicts of {dataset_name!r} have no sem_seg_file_name")
     else:
@@ -131,7 +131,7 @@ def _detection_evaluator(dataset_name, output_dir, instances_on, tasks, detectio
     if not instances_on:
         raise NotImplementedError(
             f"No evaluator applies to {dataset_name!r}: a COCO detection dataset is evaluated for AP, which needs "
-            "INSTANCES_ON (MODEL.DETR.TEST.INSTANCES_ON, model.instances_on)"
+            "INSTANCES_ON (MODEL.DETR.TEST.INSTANCES_ON, model.postprocessor.instances_on)"
         )
     logger.info(f"Evaluation on {dataset_name!r} (a COCO detection dataset): AP only, no PQ or mIoU")
     return COCOEvaluator(dataset_name, tasks, output_dir=output_dir, max_dets_per_image=detections_per_image)

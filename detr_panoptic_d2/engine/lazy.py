@@ -2,7 +2,7 @@
 
 The config has Detectron2's LazyConfig layout (its configs/common): ``model``,
 ``dataloader.{train,test,evaluator}``, ``optimizer`` (its ``params.model`` is set here),
-``lr_multiplier`` (a ParamScheduler), ``train.{init_checkpoint, max_iter, output_dir, device,
+``lr_multiplier`` (a ParamScheduler), ``train.{init_checkpoint, frozen_weights, max_iter, output_dir, device,
 eval_period, log_period, checkpointer, amp, ddp, seed, ema}`` (``ema``: the weight average,
 as SOLVER.EMA; engine/weight_averaging.py). The loop is Detectron2's
 (SimpleTrainer or AMPTrainer, its hooks), built from the blocks ``DetrTrainer`` uses:
@@ -19,6 +19,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
+from ..checkpoint.frozen_detector import load_frozen_detector
 from ..data.user_datasets import register_lazy_splits
 from ..data.validation import check_num_classes
 from .defaults import LAZY_KEYS, adapt_config
@@ -34,7 +35,7 @@ def _names(names):
 
 def adapt_lazy_config(cfg, eval_only=False):
     """``adapt_config`` (engine/defaults.py, as for yaml) of a LazyConfig: with ``eval_only``
-    ``model.frozen_weights`` is ignored (``train.init_checkpoint`` holds the whole model);
+    ``train.frozen_weights`` is ignored (``train.init_checkpoint`` holds the whole model);
     ``train.device`` "cuda" falls back to "cpu" without CUDA (``train.amp.enabled`` then means
     bfloat16 autocast, with a warning on a CPU without native bfloat16). Returns the warnings,
     one string per change."""
@@ -91,11 +92,13 @@ def lazy_train(cfg, resume=False):
     checkpoint of ``train.output_dir``) to ``train.max_iter``, evaluating every
     ``train.eval_period`` iterations and at the end. Returns the last evaluation's results."""
     model = build_lazy_model(cfg)
+    if cfg.train.get("frozen_weights"):
+        load_frozen_detector(model, cfg.train.frozen_weights, key="train.frozen_weights")
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
     model = create_detr_ddp_model(model, cfg.train.device, **cfg.train.ddp)
-    # On the CPU, AMPTrainer cannot run: the model autocasts to bfloat16 itself (model.cpu_training_amp).
+    # On the CPU, AMPTrainer cannot run: the model autocasts to bfloat16 itself (model.precision).
     on_gpu = str(cfg.train.device).startswith("cuda")
     trainer = (AMPTrainer if cfg.train.amp.enabled and on_gpu else SimpleTrainer)(model, train_loader, optimizer)
     checkpointer = DetrCheckpointer(

@@ -8,6 +8,8 @@ What differs from DefaultTrainer:
 - evaluation: ``build_panoptic_evaluator`` (PQ, box/mask AP, mIoU from one inference pass);
 - multi-process training also works on CPU (DistributedDataParallel over GLOO): Detectron2's
   ``create_ddp_model`` always passes ``device_ids``, which DDP refuses for a CPU model;
+- stage 2 (MODEL.DETR.FROZEN_WEIGHTS): the box-only checkpoint is loaded into the new
+  model's detector, which is frozen (checkpoint/frozen_detector.py);
 - checkpoints are written and read by ``DetrCheckpointer`` (atomic saves, safe loading, official
   DETR weights converted on load), each naming the classes of DATASETS.TRAIN[0];
 - with SOLVER.EMA.ENABLED, an average of the weights is kept, evaluated and deployed
@@ -17,7 +19,7 @@ Each is one of DefaultTrainer's builders overridden, except the DDP arguments, f
 DefaultTrainer's constructor has no hook: ``DetrTrainer.__init__`` is DefaultTrainer's
 construction with ``create_detr_ddp_model`` (Detectron2's own modules are left untouched).
 Everything else is Detectron2's: SimpleTrainer or AMPTrainer (SOLVER.AMP.ENABLED on a GPU; on
-the CPU the model autocasts to bfloat16 itself, see DetrPanoptic.training_autocast), the LR
+the CPU the model autocasts to bfloat16 itself, see modeling/precision.py), the LR
 scheduler, periodic checkpoints and ``--resume`` (rank 0 writes), metric printing, JSON and
 TensorBoard events, evaluation at the end and every TEST.EVAL_PERIOD iterations.
 """
@@ -32,6 +34,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetrCheckpointer
+from ..checkpoint.frozen_detector import load_frozen_detector
 from ..data import DetrPanopticDatasetMapper
 from .evaluators import build_panoptic_evaluator
 from .optimizer import build_optimizer
@@ -53,7 +56,7 @@ class DetrTrainer(DefaultTrainer):
         """DefaultTrainer's construction, in its order (model, optimizer, data, DDP, loop,
         scheduler, checkpointer, hooks), with this trainer's own DDP wrapping
         (``create_detr_ddp_model``), loop (SimpleTrainer for SOLVER.AMP.ENABLED on the CPU:
-        AMPTrainer needs CUDA, DetrPanoptic autocasts to bfloat16 itself) and ``DetrCheckpointer``
+        AMPTrainer needs CUDA, the model's Precision autocasts to bfloat16 itself) and ``DetrCheckpointer``
         (behind --resume and the periodic checkpoints)."""
         TrainerBase.__init__(self)
         logger = logging.getLogger("detectron2")
@@ -61,6 +64,8 @@ class DetrTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        if cfg.MODEL.DETR.FROZEN_WEIGHTS:
+            load_frozen_detector(model, cfg.MODEL.DETR.FROZEN_WEIGHTS)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = create_detr_ddp_model(model, cfg.MODEL.DEVICE, broadcast_buffers=False)

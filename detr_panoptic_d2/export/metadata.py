@@ -57,7 +57,7 @@ def graph_sizes(cfg):
 def export_metadata(cfg, model, top_k=None):
     """The JSON-able description of an export of ``model`` (a DetrPanoptic built from ``cfg``)."""
     sizes = graph_sizes(cfg)
-    is_thing = model.is_thing.tolist()
+    is_thing = model.postprocessor.is_thing.tolist()
     return {
         "format_version": FORMAT_VERSION,
         "class_names": class_names(MetadataCatalog.get(cfg.DATASETS.TEST[0])),
@@ -69,25 +69,11 @@ def export_metadata(cfg, model, top_k=None):
         "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
         "pixel_std": list(cfg.MODEL.PIXEL_STD),
         "test_resize": {"min_size": cfg.INPUT.MIN_SIZE_TEST, "max_size": cfg.INPUT.MAX_SIZE_TEST},
-        "score_threshold": cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH,
-        "small_segment_area": cfg.MODEL.DETR.TEST.SMALL_SEGMENT_AREA,
-        "merge": merge_settings(cfg),
+        **model.postprocessor.settings(),
         "mask_stride": model.mask_head.stride,
         "top_k": top_k,
         "sizes": sizes,
         "fingerprint": fingerprint(sizes),
-    }
-
-
-def merge_settings(cfg):
-    """The panoptic merge rule of ``cfg`` (MODEL.DETR.TEST.MERGE*) as
-    ``postprocessing.panoptic_merge``'s keyword arguments."""
-    test = cfg.MODEL.DETR.TEST
-    return {
-        "rule": test.MERGE,
-        "mask_threshold": test.MERGE_MASK_THRESHOLD,
-        "overlap_threshold": test.MERGE_OVERLAP_THRESHOLD,
-        "stuff_fills_void": test.MERGE_STUFF_FILLS_VOID,
     }
 
 

@@ -3,8 +3,8 @@
 It is called like DetrPanoptic in eval mode (a list of dicts with "image", C x H x W in
 INPUT.FORMAT after the test-time resize, and the original "height"/"width") and returns
 ``[{"panoptic_seg": (H x W int32 segment ids, segments_info)}]``: the graph gives the kept
-queries' mask logits, and ``modeling.postprocessing.panoptic_merge``, the function the
-PyTorch model calls, merges them. Detectron2's ``inference_on_dataset`` and the evaluators
+queries' mask logits, and a ``DetrPostProcessor``, the object the PyTorch model merges with,
+merges them. Detectron2's ``inference_on_dataset`` and the evaluators
 take it as they take the model.
 
 onnxruntime runs with denormal floats flushed to zero (``session.set_denormal_as_zero``): the
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from ..checkpoint.model_classes import use_model_classes
-from ..modeling import postprocessing
-from .metadata import METADATA_KEY, check_fits, merge_settings
+from ..modeling import DetrPostProcessor, MergeRule
+from .metadata import METADATA_KEY, check_fits
 
 
 def _flushing_denormals():
@@ -84,14 +84,17 @@ class OnnxPanopticModel:
                 use_model_classes(self.metadata["classes"], cfg.DATASETS.TEST[0], path, check=False)
             check_fits(self.metadata, cfg, path)
             test = cfg.MODEL.DETR.TEST
-            self.score_threshold, self.small_segment_area = test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA
-            self.merge = merge_settings(cfg)
+            settings = (test.OBJECT_SCORE_THRESH, test.SMALL_SEGMENT_AREA, MergeRule.from_config(cfg))
         else:
-            self.score_threshold = self.metadata["score_threshold"]
-            self.small_segment_area = self.metadata["small_segment_area"]
-            self.merge = self.metadata.get("merge", {"rule": "reference"})
-        self.is_thing = torch.zeros(len(self.metadata["class_names"]), dtype=torch.bool)
-        self.is_thing[self.metadata["thing_ids"]] = True
+            merge = MergeRule(**self.metadata.get("merge", {}))
+            settings = (self.metadata["score_threshold"], self.metadata["small_segment_area"], merge)
+        self.postprocessor = DetrPostProcessor(
+            num_classes=len(self.metadata["class_names"]),
+            thing_ids=self.metadata["thing_ids"],
+            object_score_thresh=settings[0],
+            small_segment_area=settings[1],
+            merge=settings[2],
+        )
 
     def run_graph(self, image):
         """image: C x H x W uint8 (numpy or tensor). Returns the graph's outputs by name
@@ -104,7 +107,7 @@ class OnnxPanopticModel:
                 f"{self.path} takes {channels} x H x W images ({self.metadata['input']['format']}), "
                 f"got an array of shape {tuple(image.shape)}"
             )
-        feeds = {"image": image, "score_threshold": np.array(self.score_threshold, dtype=np.float32)}
+        feeds = {"image": image, "score_threshold": np.array(self.postprocessor.object_score_thresh, dtype=np.float32)}
         names = [o.name for o in self.session.get_outputs()]
         with denormals_flushed():
             values = self.session.run(names, feeds)
@@ -116,16 +119,13 @@ class OnnxPanopticModel:
         out = self.run_graph(image)
         valid = out["valid"]
         queries = out["queries"][valid]
-        return postprocessing.panoptic_merge(
+        return self.postprocessor.merge_panoptic(
             out["mask_logits"][valid],
             out["scores"][queries],
             out["classes"][queries],
-            self.is_thing,
             tuple(image.shape[-2:]),
             output_size,
-            self.small_segment_area,
             self.metadata["mask_stride"],
-            **self.merge,
         )
 
     def __call__(self, batched_inputs):

@@ -46,7 +46,7 @@ def trace_pipeline(predictor, image_bgr):
     """Runs the predictor's DetrPanoptic on ``image_bgr`` (H x W x 3 uint8) as the predictor
     would, through ``inference_steps``, and returns its PipelineTrace."""
     model = predictor.model
-    if getattr(model, "mask_head", None) is None or not model.panoptic_on:
+    if getattr(model, "mask_head", None) is None or not model.postprocessor.panoptic_on:
         raise ValueError("The pipeline inspector needs a panoptic model (MODEL.MASK_ON and DETR.TEST.PANOPTIC_ON)")
     (steps,) = model.inference_steps([predictor_input(image_bgr, predictor.aug, predictor.input_format)])
     if steps.attention_maps is None:

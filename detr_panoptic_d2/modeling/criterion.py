@@ -22,6 +22,9 @@ from detectron2.utils import comm
 from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
+from .encoder_supervision import EncoderSemanticLoss
+from .matcher import HungarianMatcher
+
 
 def dice_loss(logits, targets, num_boxes):
     """logits, targets: T x P (P pixels). Returns sum over the T masks of 1 - dice, / num_boxes."""
@@ -60,8 +63,9 @@ class SetCriterion(nn.Module):
     - "pred_masks": None for a box-only model, else a function ``(batch_idx, query_idx) ->
       T x h x w`` float32 mask logits of the given (image, query) pairs (T long tensors each):
       the mask head runs on the matched queries only;
-    - "encoder_semantic" (optional): a function ``targets -> loss dict``, the training-only
-      dense head on the encoded image with its own loss (encoder_supervision.py);
+    - "memory": B x d x h x w encoded images and "memory_mask": B x h x w bool (True =
+      padding), read by the training-only dense loss on the encoded image when the criterion
+      has one (``encoder_semantic``, encoder_supervision.py);
     - "assigned" (optional): the extension point for queries whose targets are known without
       matching, as DN-DETR's denoising queries (noised ground truth fed to the decoder): a dict
       name -> {"pred_logits": L x B x Q x (K+1), "pred_boxes": L x B x Q x 4, "indices": per
@@ -86,6 +90,7 @@ class SetCriterion(nn.Module):
         focal_gamma=2.0,
         deep_supervision=True,
         mask_loss_all_groups=False,
+        encoder_semantic=None,
     ):
         """
         Args:
@@ -106,6 +111,8 @@ class SetCriterion(nn.Module):
                 not only the last (MODEL.DETR.DEEP_SUPERVISION).
             mask_loss_all_groups: with query groups, mask losses on every group's matches, not
                 only the first group's (MODEL.DETR.MASK_LOSS_ALL_GROUPS).
+            encoder_semantic: the training-only dense semantic loss on the encoded image, an
+                ``EncoderSemanticLoss`` (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT > 0), or None.
         """
         super().__init__()
         self.num_classes = num_classes
@@ -119,6 +126,7 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.deep_supervision = deep_supervision
         self.mask_loss_all_groups = mask_loss_all_groups
+        self.encoder_semantic = encoder_semantic
         empty_weight = torch.ones(num_classes + 1)
         empty_weight[-1] = no_object_weight
         self.register_buffer("empty_weight", empty_weight, persistent=False)
@@ -167,8 +175,8 @@ class SetCriterion(nn.Module):
                 losses.update(self.assigned_losses(assigned, targets, num_boxes, name))
         else:
             indices = self.matcher(logits[-1], boxes[-1], targets, groups)
-        if outputs.get("encoder_semantic") is not None:
-            losses.update(outputs["encoder_semantic"](targets))
+        if self.encoder_semantic is not None:
+            losses.update(self.encoder_semantic(outputs["memory"], outputs["memory_mask"], targets))
         if outputs.get("pred_masks") is not None:
             losses.update(self.matched_mask_losses(outputs["pred_masks"], targets, indices, groups, logits.shape[2], num_boxes))
         return losses
@@ -230,3 +238,26 @@ class SetCriterion(nn.Module):
             * focal_loss(logits, targets, num_boxes, self.focal_alpha, self.focal_gamma),
             "loss_dice": self.dice_weight * dice_loss(logits, targets, num_boxes),
         }
+
+
+def build_criterion(cfg):
+    """The SetCriterion of a yacs config: MODEL.DETR's loss weights, matching costs, deep
+    supervision, group mask losses and the encoded image's semantic loss."""
+    d = cfg.MODEL.DETR
+    return SetCriterion(
+        d.NUM_CLASSES,
+        HungarianMatcher(d.COST_CLASS, d.COST_L1, d.COST_GIOU),
+        class_weight=d.CLASS_WEIGHT,
+        no_object_weight=d.NO_OBJECT_WEIGHT,
+        l1_weight=d.L1_WEIGHT,
+        giou_weight=d.GIOU_WEIGHT,
+        mask_weight=d.MASK_WEIGHT,
+        dice_weight=d.DICE_WEIGHT,
+        focal_alpha=d.FOCAL_ALPHA,
+        focal_gamma=d.FOCAL_GAMMA,
+        deep_supervision=d.DEEP_SUPERVISION,
+        mask_loss_all_groups=d.MASK_LOSS_ALL_GROUPS,
+        encoder_semantic=EncoderSemanticLoss(d.HIDDEN_DIM, d.NUM_CLASSES, d.ENCODER_SEMANTIC_WEIGHT)
+        if d.ENCODER_SEMANTIC_WEIGHT
+        else None,
+    )

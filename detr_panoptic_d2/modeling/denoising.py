@@ -55,8 +55,9 @@ class DenoisingQueries(nn.Module):
             )
         self.hidden_dim, self.num_classes = hidden_dim, num_classes
         self.groups, self.label_noise, self.box_noise = groups, label_noise, box_noise
-        self.label_embed = nn.Embedding(num_classes, hidden_dim)
-        self.box_embed = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+        with torch.random.fork_rng(devices=[]):  # training-only: the model re-draws it in its layer order
+            self.label_embed = nn.Embedding(num_classes, hidden_dim)
+            self.box_embed = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
 
     def noised(self, labels, boxes):
         """labels: n, boxes: n x 4 cxcywh -> their noised copies (the module docstring's rule)."""

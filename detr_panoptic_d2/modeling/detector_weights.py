@@ -1,54 +1,40 @@
-"""Loading weights into DetrPanoptic's detector: a checkpoint with or without the
-training-only parts (query groups, the encoder's semantic head), and a stage-1 (box-only)
-checkpoint frozen for stage 2 (``freeze_detector``; ``keep_detector_in_eval`` in training).
-The detector is everything but the mask head."""
+"""DetrPanoptic's detector (everything but the mask head) and its training-only parts.
+
+- ``drop_unused_training_weights`` (a load-state-dict pre-hook of the model): a checkpoint
+  with or without the training-only parts (query groups, denoising queries, the encoder's
+  semantic head) loads into any model, and one written when those parts were attributes of
+  the model itself loads under their present names;
+- ``freeze_detector``: stage 2 of the paper's recipe, the detector frozen so that only the
+  mask head trains (its weights are loaded by checkpoint/frozen_detector.py);
+  ``keep_detector_in_eval`` in training.
+"""
 import logging
 
-from ..checkpoint.safe_load import load_model_state
-
-# State-dict prefixes (DetrPanoptic attributes) of the parts used in training only: the
-# queries of groups 2..G, the encoder's dense semantic head and the denoising queries' embeddings.
-TRAINING_ONLY = ("group_query_embed", "encoder_semantic", "denoising")
+# State-dict prefixes of the parts used in training only: the queries of groups 2..G and the
+# denoising queries (TrainingQueries), the encoder's dense semantic head (in the criterion).
+TRAINING_ONLY = ("training_queries.", "criterion.encoder_semantic.")
+# Where those parts were kept before they were components: old prefix -> present prefix.
+FORMER_PREFIXES = {
+    "group_query_embed.": "training_queries.group_query_embed.",
+    "denoising.": "training_queries.denoising.",
+    "encoder_semantic.": "criterion.encoder_semantic.",
+}
 
 
 def drop_unused_training_weights(model, state_dict, prefix, *args):
-    """Load-state-dict pre-hook: a checkpoint trained with training-only parts loads into a
-    model without them (e.g. TRAIN_QUERY_GROUPS 1, ENCODER_SEMANTIC_WEIGHT 0, DN.GROUPS 0), whose inference
-    does not use them."""
-    for name in TRAINING_ONLY:
-        if getattr(model, name) is not None:
-            continue
-        keys = [k for k in state_dict if k.startswith(prefix + name + ".")]
-        for key in keys:
-            del state_dict[key]
-        if keys:
-            logging.getLogger(__name__).info("Checkpoint has training-only weights %s; this model does not use them", keys)
-
-
-def _shorten(items, limit=10):
-    return str(items[:limit])[:-1] + (f", ... {len(items) - limit} more]" if len(items) > limit else "]")
-
-
-def load_detector_state(model, path):
-    """Loads everything of ``model`` but its mask head from the checkpoint at ``path``; a
-    ValueError lists what does not fit (missing, unexpected and mismatched keys)."""
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("mask_head.")}
-    unused = ("mask_head.",) + tuple(name + "." for name in TRAINING_ONLY)  # a stage 1 trained with them fits
-    state = {k: v for k, v in load_model_state(path).items() if not k.startswith(unused)}
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own.keys() & state.keys()
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"frozen_weights={path!r} (MODEL.DETR.FROZEN_WEIGHTS) does not fit this detector (check that it was "
-            f"trained with the same MODEL.DETR sizes and backbone): missing keys {_shorten(missing)}, "
-            f"unexpected keys {_shorten(unexpected)}, shape mismatches (file vs model) {_shorten(mismatched)}"
-        )
-    model.load_state_dict(state, strict=False)
+    """Load-state-dict pre-hook (see the module docstring): renames former keys, then drops
+    training-only weights that ``model`` has no part for (e.g. TRAIN_QUERY_GROUPS 1,
+    ENCODER_SEMANTIC_WEIGHT 0, DN.GROUPS 0), which its inference does not use."""
+    for key in list(state_dict):
+        for old, new in FORMER_PREFIXES.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+    own = model.state_dict().keys()
+    unused = [k for k in state_dict if k.startswith(tuple(prefix + p for p in TRAINING_ONLY)) and k[len(prefix):] not in own]
+    for key in unused:
+        del state_dict[key]
+    if unused:
+        logging.getLogger(__name__).info("Checkpoint has training-only weights %s; this model does not use them", unused)
 
 
 def detector_parameters(model):
@@ -56,12 +42,24 @@ def detector_parameters(model):
     return [(n, p) for n, p in model.named_parameters() if not n.startswith("mask_head.")]
 
 
-def freeze_detector(model, path):
-    """Loads the detector of ``model`` from the box-only checkpoint at ``path`` and freezes it
-    (no gradients)."""
-    load_detector_state(model, path)
+def freeze_detector(model):
+    """Freezes the detector of ``model`` (no gradients, eval mode in training, mask losses
+    only); ValueError when the model has training-only parts, which train the detector."""
+    if model.training_queries is not None:
+        raise ValueError(
+            "training-only queries with a frozen detector (MODEL.DETR.TRAIN_QUERY_GROUPS > 1 or MODEL.DETR.DN.GROUPS "
+            "> 0, with MODEL.DETR.FROZEN_WEIGHTS): they train the decoder, which a frozen detector does not; use 1 "
+            "group and DN.GROUPS 0 for the mask stage"
+        )
+    if model.criterion.encoder_semantic is not None:
+        raise ValueError(
+            "encoder_semantic_weight > 0 with a frozen detector (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT, FROZEN_WEIGHTS): "
+            "the loss trains the encoder, which a frozen detector does not; set it to 0 for the mask stage"
+        )
     for _, p in detector_parameters(model):
         p.requires_grad_(False)
+    model.frozen_detector = True
+    model.train(model.training)
 
 
 def keep_detector_in_eval(model):

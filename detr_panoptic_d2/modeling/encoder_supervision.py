@@ -40,7 +40,8 @@ class EncoderSemanticLoss(nn.Module):
         super().__init__()
         if weight <= 0:
             raise ValueError(f"EncoderSemanticLoss needs a weight > 0 (MODEL.DETR.ENCODER_SEMANTIC_WEIGHT), got {weight}")
-        self.classifier = nn.Conv2d(hidden_dim, num_classes, 1)
+        with torch.random.fork_rng(devices=[]):  # training-only: the model re-draws it in its layer order
+            self.classifier = nn.Conv2d(hidden_dim, num_classes, 1)
         self.weight = weight
 
     def forward(self, memory, memory_mask, targets):

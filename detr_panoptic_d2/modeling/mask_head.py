@@ -103,7 +103,7 @@ class FPNMaskHead(nn.Module):
     initialized as DETR's (kaiming_uniform with a=1, zero bias: fvcore's ``c2_xavier_fill``).
     """
 
-    def __init__(self, hidden_dim, num_heads, fpn_channels: List[int], fuse_per_image=True):
+    def __init__(self, hidden_dim, num_heads, fpn_channels: List[int]):
         """
         Args:
             hidden_dim: d, the channels of the projected res5 and of the box embeddings
@@ -112,8 +112,6 @@ class FPNMaskHead(nn.Module):
                 GroupNorms need d + M and d/2 .. d/16 divisible by 8 (or below 8).
             fpn_channels: the channels of the 3 skip features, coarse to fine (res4, res3,
                 res2 for ResNet), read off the backbone.
-            fuse_per_image: compute ``fuse_conv`` as ``_fuse_per_image`` does (True) or, as
-                DETR does, over the concatenation, once per object (False).
         """
         super().__init__()
         if len(fpn_channels) != 3:
@@ -129,7 +127,6 @@ class FPNMaskHead(nn.Module):
                     f"(MODEL.DETR.HIDDEN_DIM) + num_heads={num_heads} (MODEL.DETR.MASK_HEAD.NHEADS) gives "
                     f"{in_dim}, then {widths}; e.g. hidden_dim 64, 128 or 256 with num_heads 8"
                 )
-        self.fuse_per_image = fuse_per_image
         self.fuse_conv = _conv_gn_relu(in_dim, in_dim)
         self.narrow_conv = _conv_gn_relu(in_dim, widths[0])
         self.skip_projections = nn.ModuleList(Conv2d(c, w, 1) for c, w in zip(fpn_channels, widths[:3]))
@@ -158,11 +155,7 @@ class FPNMaskHead(nn.Module):
         projected: B x d x h x w (1x1-projected res5); skips: 3 maps B x C_k x H_k x W_k,
         coarse to fine. Returns T x H_fine x W_fine mask logits."""
         runs = image_runs(batch_idx) if projected.shape[0] > 1 else None
-        if self.fuse_per_image:
-            x = self._fuse_per_image(attention_maps, batch_idx, projected, runs)
-        else:
-            x = self.fuse_conv(torch.cat([projected[batch_idx], attention_maps], dim=1))
-        x = self.narrow_conv(x)
+        x = self.narrow_conv(self._fuse_per_image(attention_maps, batch_idx, projected, runs))
         for project, refine, skip in zip(self.skip_projections, self.refine_convs, skips):
             skip = project(skip)
             x = refine(_add_per_object(F.interpolate(x, size=skip.shape[-2:], mode="nearest"), skip, batch_idx, runs))
@@ -174,7 +167,7 @@ class DetrMaskHead(nn.Module):
     """Attention map (step 6) + FPN-style head (step 7), DETR's panoptic mask head."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, hidden_dim, num_heads, in_features=(), fuse_per_image=True):
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, hidden_dim, num_heads, in_features=()):
         """
         Args:
             input_shape: the backbone's ``output_shape()``.
@@ -184,7 +177,6 @@ class DetrMaskHead(nn.Module):
                 (MODEL.DETR.MASK_HEAD.IN_FEATURES); empty: the 3 finest outputs (res4, res3,
                 res2 of a ResNet; p4, p3, p2 of an FPN or a SimpleFeaturePyramid). The mask
                 logits have the stride of the last one.
-            fuse_per_image: see ``FPNMaskHead`` (MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE).
         """
         super().__init__()
         levels = levels_fine_to_coarse(input_shape)
@@ -204,7 +196,7 @@ class DetrMaskHead(nn.Module):
             )
         self.attention_map = MultiHeadAttentionMap(hidden_dim, hidden_dim, num_heads)
         self.fpn = FPNMaskHead(
-            hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features], fuse_per_image
+            hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features]
         )
         self.stride = input_shape[self.in_features[-1]].stride
 
@@ -223,7 +215,6 @@ class DetrMaskHead(nn.Module):
             "hidden_dim": cfg.MODEL.DETR.HIDDEN_DIM,
             "num_heads": cfg.MODEL.DETR.MASK_HEAD.NHEADS,
             "in_features": cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES,
-            "fuse_per_image": cfg.MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE,
         }
 
     def forward(self, queries, batch_idx, memory, memory_mask, projected, features):

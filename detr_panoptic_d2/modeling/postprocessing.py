@@ -17,6 +17,8 @@ dropped, repeating until none is. "score_weighted" is Mask2Former's rule
 ``small_area`` pixels dropped to void. Instances and semantic scores are DETR's and
 Mask2Former's conventions for COCOEvaluator and SemSegEvaluator.
 """
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,39 +68,52 @@ def resize_ids_nearest(ids, size):
     return ids[rows][:, cols]
 
 
-def check_merge_rule(rule, mask_threshold, overlap_threshold):
-    """ValueError naming the key of a bad merge setting (MODEL.DETR.TEST.MERGE,
-    MERGE_MASK_THRESHOLD, MERGE_OVERLAP_THRESHOLD)."""
-    if rule not in MERGE_RULES:
-        raise ValueError(f"merge (MODEL.DETR.TEST.MERGE) must be one of {MERGE_RULES}, got {rule!r}")
-    for key, value in (("MERGE_MASK_THRESHOLD", mask_threshold), ("MERGE_OVERLAP_THRESHOLD", overlap_threshold)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"MODEL.DETR.TEST.{key} must be in [0, 1], got {value}")
+@dataclass(frozen=True)
+class MergeRule:
+    """The panoptic merge rule and its settings (MODEL.DETR.TEST.MERGE*), checked on
+    construction (ValueError naming the key).
+
+    rule: "reference" or "score_weighted" (module docstring); mask_threshold,
+    overlap_threshold, stuff_fills_void: the score-weighted rule's settings
+    (score_weighted_merge), ignored by the reference rule."""
+
+    rule: str = "reference"
+    mask_threshold: float = 0.5
+    overlap_threshold: float = 0.8
+    stuff_fills_void: bool = True
+
+    def __post_init__(self):
+        if self.rule not in MERGE_RULES:
+            raise ValueError(f"merge (MODEL.DETR.TEST.MERGE) must be one of {MERGE_RULES}, got {self.rule!r}")
+        for key, value in (("MERGE_MASK_THRESHOLD", self.mask_threshold), ("MERGE_OVERLAP_THRESHOLD", self.overlap_threshold)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"MODEL.DETR.TEST.{key} must be in [0, 1], got {value}")
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The rule of MODEL.DETR.TEST.MERGE, MERGE_MASK_THRESHOLD, MERGE_OVERLAP_THRESHOLD and
+        MERGE_STUFF_FILLS_VOID."""
+        test = cfg.MODEL.DETR.TEST
+        return cls(test.MERGE, test.MERGE_MASK_THRESHOLD, test.MERGE_OVERLAP_THRESHOLD, test.MERGE_STUFF_FILLS_VOID)
 
 
-def panoptic_merge(
-    mask_logits, scores, classes, is_thing, image_size, output_size, small_area, stride, *,
-    rule="reference", mask_threshold=0.5, overlap_threshold=0.8, stuff_fills_void=True,
-):
+def panoptic_merge(mask_logits, scores, classes, is_thing, image_size, output_size, small_area, stride, merge=MergeRule()):
     """Merges kept queries into one panoptic map.
 
     mask_logits: T x h' x w' logits of the kept queries at the mask ``stride`` (see the module
         docstring); scores, classes: T (contiguous class ids); is_thing: K bool.
     image_size: (h, w) of the network input; output_size: (H, W) of the original image.
-    rule: "reference" or "score_weighted" (module docstring); mask_threshold,
-        overlap_threshold, stuff_fills_void: the score-weighted rule's settings
-        (score_weighted_merge), ignored by the reference rule.
+    merge: the MergeRule (module docstring).
     Returns (panoptic_seg H x W int32 with 0 = void and segments numbered from 1,
     segments_info list of {"id", "isthing", "category_id", "score", "area"}).
     """
-    check_merge_rule(rule, mask_threshold, overlap_threshold)
     empty = torch.zeros(output_size, dtype=torch.int32, device=mask_logits.device)
     if mask_logits.shape[0] == 0:
         return empty, []
     masks = sem_seg_postprocess(mask_logits, image_cells(image_size, stride), *image_size)
-    if rule == "score_weighted":
+    if merge.rule == "score_weighted":
         segments, firsts = score_weighted_segments(
-            masks, scores, classes, is_thing, mask_threshold, overlap_threshold, stuff_fills_void
+            masks, scores, classes, is_thing, merge.mask_threshold, merge.overlap_threshold, merge.stuff_fills_void
         )
         return _drop_small_to_void(resize_ids_nearest(segments, output_size), firsts, scores, classes, is_thing, small_area)
     # Per pixel, the query with the highest logit; max(0).indices follows argmax's rule (the

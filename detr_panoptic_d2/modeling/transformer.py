@@ -203,3 +203,17 @@ class Transformer(nn.Module):
             tgt = torch.cat([torch.zeros_like(query_pos), content], 1)
             box_embeddings = self.decoder(torch.cat([query_pos, position], 1), memory, pos, mask, attn_mask, tgt)
         return box_embeddings, memory.transpose(1, 2).reshape(b, d, h, w)
+
+
+def build_transformer(cfg):
+    """The Transformer of a yacs config (MODEL.DETR sizes)."""
+    d = cfg.MODEL.DETR
+    return Transformer(
+        d_model=d.HIDDEN_DIM,
+        nhead=d.NHEADS,
+        num_encoder_layers=d.ENC_LAYERS,
+        num_decoder_layers=d.DEC_LAYERS,
+        dim_feedforward=d.DIM_FEEDFORWARD,
+        dropout=d.DROPOUT,
+        pre_norm=d.PRE_NORM,
+    )

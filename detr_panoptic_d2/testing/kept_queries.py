@@ -68,7 +68,7 @@ def calibrate_kept_queries(model, batched_inputs, kept, above_floor=None):
         target[rows, classes[rows]] = real
         target[rows, -1] = empty
     embeddings = [out.box_embeddings[-1]]
-    if model.amp_dtype is not None:
-        with model.inference_autocast():
+    if model.precision.inference_dtype is not None:
+        with model.precision.autocast(model.device, training=False):
             embeddings.append(_detect(model, batched_inputs).box_embeddings[-1])
     _solve_class_head(model, torch.cat(embeddings), target.expand(len(embeddings) * len(batched_inputs), n, -1))

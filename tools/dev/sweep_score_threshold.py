@@ -46,7 +46,7 @@ def main(argv=None):
     loader = DetrTrainer.build_test_loader(cfg, args.dataset)
     results = {}
     for threshold in args.thresholds:
-        model.object_score_thresh = threshold
+        model.postprocessor.object_score_thresh = threshold
         # No output folder: the evaluator's files go to a temporary one of its own, so that
         # sweeps of one config can run side by side without reading each other's predictions.
         evaluator = build_panoptic_evaluator(cfg, args.dataset, None)

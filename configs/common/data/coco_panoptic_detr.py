@@ -66,9 +66,9 @@ dataloader.test = L(build_detection_test_loader)(
 dataloader.evaluator = L(panoptic_evaluators)(
     dataset_name="${..test.dataset.names}",
     output_dir="${train.output_dir}/inference/${..test.dataset.names}",
-    panoptic_on="${model.panoptic_on}",
-    instances_on="${model.instances_on}",
-    semantic_on="${model.semantic_on}",
+    panoptic_on="${model.postprocessor.panoptic_on}",
+    instances_on="${model.postprocessor.instances_on}",
+    semantic_on="${model.postprocessor.semantic_on}",
     mask_on=True,  # False for a box-only model (no mask AP)
-    detections_per_image="${model.detections_per_image}",
+    detections_per_image="${model.postprocessor.detections_per_image}",
 )

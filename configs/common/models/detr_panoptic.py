@@ -7,7 +7,15 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 
 from detr_panoptic_d2.data import thing_class_ids
-from detr_panoptic_d2.modeling import DetrMaskHead, DetrPanoptic, HungarianMatcher, SetCriterion, Transformer
+from detr_panoptic_d2.modeling import (
+    DetrMaskHead,
+    DetrPanoptic,
+    DetrPostProcessor,
+    HungarianMatcher,
+    Precision,
+    SetCriterion,
+    Transformer,
+)
 
 model = L(DetrPanoptic)(
     # Detectron2's ResNet-50, torchvision-style (stride in the 3x3 conv), frozen BatchNorm,
@@ -29,11 +37,15 @@ model = L(DetrPanoptic)(
     pixel_std=[58.395, 57.120, 57.375],
     # Built on the backbone's output_shape(), so a swapped backbone needs no change here.
     mask_head=L(DetrMaskHead.builder)(hidden_dim="${..transformer.d_model}", num_heads=8),
-    thing_ids=L(thing_class_ids)(dataset_name="${dataloader.test.dataset.names}"),
-    cpu_training_amp="${train.amp.enabled}",  # on the CPU, train.amp means bfloat16 autocast
-    # The outputs, set here because dataloader.evaluator reads them (${model.panoptic_on}, ...).
-    panoptic_on=True,
-    instances_on=False,
-    semantic_on=False,
-    detections_per_image=100,
+    # Inference (step 8): the outputs are set here because dataloader.evaluator reads them
+    # (${model.postprocessor.panoptic_on}, ...); the other settings are the constructor's.
+    postprocessor=L(DetrPostProcessor)(
+        num_classes="${..num_classes}",
+        thing_ids=L(thing_class_ids)(dataset_name="${dataloader.test.dataset.names}"),
+        panoptic_on=True,
+        instances_on=False,
+        semantic_on=False,
+        detections_per_image=100,
+    ),
+    precision=L(Precision)(cpu_training_amp="${train.amp.enabled}"),  # on the CPU, train.amp means bfloat16 autocast
 )
