@@ -3,7 +3,8 @@
 Runs synthetic images of a given size through a config's model on the current device and
 reports end-to-end and per-stage times, images/s and peak memory, for inference and for a
 training iteration; with ``--compare-all-queries`` the same weights also run as the reference
-implementation does (mask head on all queries, every optimization off: models.REFERENCE), or
+implementation does (mask head on all queries in DETR's formulation, every optimization off:
+detr_panoptic_d2.testing.reference_behaviour), or
 with ``--baseline`` as ours with some config keys changed (an A/B of one optimization), and
 the report gives the ratio and how far outputs, losses and gradients differ.
 """
@@ -16,10 +17,11 @@ import torch
 
 from detr_panoptic_d2.config import AMP_DTYPES
 from detr_panoptic_d2.data.user_datasets import add_register_argument
+from detr_panoptic_d2.testing import REFERENCE_OVERRIDES, as_reference
 
 from .exported import format_onnxruntime, time_onnxruntime
 from .inference import compare_outputs, run_inference
-from .models import REFERENCE, build_models, load_cfg
+from .models import build_models, load_cfg
 from .report import environment, format_report
 from .synthetic import synthetic_batch
 from .training import compare_training, run_training
@@ -38,8 +40,8 @@ def argument_parser():
     p.add_argument("--task", choices=["inference", "training", "both"], default="both", help="what to time (both)")
     p.add_argument(
         "--compare-all-queries", action="store_true",
-        help="also run the same weights as the reference does (MODEL.DETR.MASK_HEAD.ALL_QUERIES True, and "
-        f"every optimization off: {' '.join(REFERENCE)}) and compare",
+        help="also run the same weights as the reference implementation does (the mask head on all queries in "
+        f"DETR's formulation, and every optimization off: {' '.join(REFERENCE_OVERRIDES)}) and compare",
     )
     p.add_argument(
         "--baseline", nargs=2, action="append", metavar=("KEY", "VALUE"),
@@ -147,7 +149,7 @@ def run_benchmark(args):
     training = args.task in ("training", "both")
     variants = {"ours": []}
     if args.compare_all_queries:
-        variants["reference"] = REFERENCE
+        variants["reference"] = REFERENCE_OVERRIDES
     elif args.baseline:
         variants["baseline"] = [x for pair in args.baseline for x in pair]
     height, width = args.size
@@ -158,6 +160,8 @@ def run_benchmark(args):
             cfg, variants, kept_queries=kept_queries, calibration_inputs=infer_inputs,
             workdir=workdir if training else None, seed=args.seed, above_floor=args.queries_above_floor,
         )
+    if "reference" in models:
+        as_reference(models["reference"])
     common = {"warmup": args.warmup, "runs": args.runs, "device": device, "clock": CLOCKS[args.clock]}
     report = {
         "config_file": args.config_file,

@@ -9,7 +9,7 @@ from .measure import Contestant, measure
 def inference_points(model):
     """(stage, module or (object, method)) pairs of the steps of DetrPanoptic inference.
 
-    postprocessing is ``DetrPanoptic.inference`` minus the mask head it calls; whatever
+    postprocessing is the model's ``postprocessor`` minus the mask head it calls; whatever
     no stage covers (image normalization and padding, input projection, class and box
     heads) is reported as "other"."""
     points = [
@@ -22,7 +22,7 @@ def inference_points(model):
         points += [("attention_map", head.attention_map), ("mask_head", head.fpn)]
     elif head is not None:
         points.append(("mask_head", head))
-    return points + [("postprocessing", (model, "inference"))]
+    return points + [("postprocessing", model.postprocessor)]
 
 
 def run_inference(models, inputs, *, warmup, runs, device, clock=None):

@@ -43,8 +43,8 @@ def measure(contestants, *, warmup, runs, device, clock=None):
     rounds, then ``runs`` timed rounds, each round calling every contestant once, so that a
     busy machine slows all of them alike. Time no stage covers is reported as "other".
 
-    Returns {key: (report, what its last step returned)}. A report has "all_queries" (the
-    model's mask-head mode), "total" and "stages" (summaries in seconds of ``clock``, see
+    Returns {key: (report, what its last step returned)}. A report has "all_queries" (whether
+    the model runs its mask head on all queries, testing.reference_behaviour), "total" and "stages" (summaries in seconds of ``clock``, see
     StageTimer, and stats.summarize), "images_per_s" (num_images / median total),
     "peak_memory_mib" (highest over the timed runs), "memory_at_start_mib" (held before the
     last run) and "memory_kind" (see memory.PeakMemory), and "mask_head_queries_per_image"

@@ -8,17 +8,6 @@ from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.engine.defaults import load_config
 from detr_panoptic_d2.testing import calibrate_kept_queries, separate_query_masks_
 
-# The reference implementation's behaviour, as config overrides: the mask head on every
-# query, and every optimization of ours that changes how (not what) the model computes off.
-REFERENCE = [
-    "MODEL.DETR.MASK_HEAD.ALL_QUERIES", "True",
-    "MODEL.DETR.TEST.FOLD_BATCHNORM", "False",
-    "MODEL.DETR.CHANNELS_LAST", "False",
-    "MODEL.DETR.TEST.AMP_DTYPE", "none",
-    "MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE", "False",
-]
-
-
 def load_cfg(config_file, opts, device, register=()):
     """The config of ``config_file`` with ``opts`` (KEY VALUE ...) merged, on ``device``; the
     splits of DATASETS.REGISTER and ``register`` (--register values) registered."""

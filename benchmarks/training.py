@@ -33,7 +33,7 @@ def training_points(model, optimizer):
 def build_trainer(model, inputs, optimizer, *, amp, device):
     """Detectron2's trainer for ``model`` on ``inputs`` again and again, as DetrTrainer picks
     it: AMPTrainer with ``amp`` on a GPU, else SimpleTrainer (on the CPU, a model built with
-    SOLVER.AMP.ENABLED autocasts to bfloat16 itself: DetrPanoptic.training_autocast)."""
+    SOLVER.AMP.ENABLED autocasts to bfloat16 itself: modeling/precision.py)."""
     loader = itertools.repeat(inputs)
     if amp != "none" and torch.device(device).type == "cuda":
         return AMPTrainer(model, loader, optimizer, precision=getattr(torch, amp))

@@ -245,7 +245,7 @@ def assert_same_inference(a, b):
     unlabeled images of different sizes, and asserts bit-identical outputs: the panoptic
     segments (at least one per image) and whatever semantic and instance outputs the models
     give. Returns the outputs of ``a``."""
-    a.object_score_thresh = b.object_score_thresh = 0.0
+    a.postprocessor.object_score_thresh = b.postprocessor.object_score_thresh = 0.0
     images = [make_input(64, 96, seed=3, with_targets=False), make_input(96, 80, seed=4, with_targets=False)]
     with torch.no_grad():
         outputs_a, outputs_b = a.eval()(images), b.eval()(images)
@@ -279,3 +279,4 @@ def assert_masks_agree(expected, actual, min_pixels=0.999):
     assert expected.shape == actual.shape and expected.dtype == actual.dtype == torch.bool
     agreement = (expected == actual).flatten(1).double().mean(1)
     assert (agreement >= min_pixels).all(), agreement.tolist()
+

@@ -6,7 +6,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.modeling.backbone import SimpleFeaturePyramid, ViT
 
-from detr_panoptic_d2.modeling import DetrMaskHead, DetrPanoptic, HungarianMatcher, SetCriterion, Transformer
+from detr_panoptic_d2.modeling import DetrMaskHead, DetrPanoptic, DetrPostProcessor, HungarianMatcher, SetCriterion, Transformer
 
 from .helpers import make_input, register_tiny_panoptic_metadata, tiny_cfg
 
@@ -41,7 +41,7 @@ def _vit_model(**overrides):
         pixel_mean=[123.675, 116.28, 103.53],
         pixel_std=[58.395, 57.12, 57.375],
         mask_head=DetrMaskHead(backbone.output_shape(), hidden_dim=64, num_heads=8),
-        thing_ids=[0, 1, 4],
+        postprocessor=DetrPostProcessor(num_classes=5, thing_ids=[0, 1, 4]),
     )
     return DetrPanoptic(**{**args, **overrides})
 
@@ -76,7 +76,7 @@ def test_backbone_trains_a_step_and_infers(kind):
 
     image = make_input(72, 88, seed=2, with_targets=False)
     image["height"], image["width"] = 144, 176
-    model.object_score_thresh = 0.0
+    model.postprocessor.object_score_thresh = 0.0
     with torch.no_grad():
         model.class_embed.bias[-1] = -10.0  # every query kept: the mask head runs on all of them
         (result,) = model.eval()([image])

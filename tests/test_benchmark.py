@@ -136,7 +136,7 @@ def test_calibration_keeps_exactly_k_queries_and_m_above_the_floor(kept, above_f
         images, padding_mask = model.preprocess_image(batch)
         logits = model.detect(images.tensor, padding_mask).logits[-1]
     scores = logits.softmax(-1)[..., :-1].max(-1).values  # B x N, each query's best real class
-    threshold, floor = model.object_score_thresh, cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR
+    threshold, floor = model.postprocessor.object_score_thresh, cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR
     assert ((scores > threshold).sum(-1) == kept).all()
     assert ((scores >= floor).sum(-1) == (kept if above_floor is None else above_floor)).all()
 
@@ -155,10 +155,10 @@ def test_calibration_of_a_bfloat16_model_holds_in_both_precisions():
     logits = {}
     with torch.no_grad():
         images, padding_mask = model.preprocess_image(batch)
-        for name, context in (("float32", contextlib.nullcontext()), ("bfloat16", model.inference_autocast())):
+        for name, context in (("float32", contextlib.nullcontext()), ("bfloat16", model.precision.autocast(model.device, training=False))):
             with context:
                 logits[name] = model.detect(images.tensor, padding_mask).logits[-1, 0].float()
-    kept = {k: (v.softmax(-1)[:, :-1].max(-1).values > model.object_score_thresh).nonzero() for k, v in logits.items()}
+    kept = {k: (v.softmax(-1)[:, :-1].max(-1).values > model.postprocessor.object_score_thresh).nonzero() for k, v in logits.items()}
     # Exact by margin: calibration puts every score far from the threshold, beyond bfloat16 rounding.
     assert len(kept["float32"]) == 4 and torch.equal(kept["float32"], kept["bfloat16"])
     assert (logits["float32"] - logits["bfloat16"]).abs().max() < 1e-3
@@ -254,15 +254,19 @@ def test_peak_memory_sees_a_temporary_allocation():
 
 
 def test_reference_and_baseline_models_share_weights_and_differ_by_their_overrides():
-    from benchmarks.models import REFERENCE, build_models, load_cfg
+    from benchmarks.models import build_models, load_cfg
+    from detr_panoptic_d2.testing import REFERENCE_OVERRIDES, as_reference
 
     cfg = load_cfg("configs/coco/detr_R50_panoptic.yaml", TINY_OPTS + ["MODEL.DETR.FROZEN_WEIGHTS", ""], "cpu")
     cfg.MODEL.DETR.CHANNELS_LAST = True
-    variants = {"ours": [], "reference": REFERENCE, "baseline": ["MODEL.DETR.TEST.FOLD_BATCHNORM", "False"]}
+    variants = {"ours": [], "reference": REFERENCE_OVERRIDES, "baseline": ["MODEL.DETR.TEST.FOLD_BATCHNORM", "False"]}
     inputs = synthetic_batch(1, 64, 96, 133)
     models, info = build_models(cfg, variants, kept_queries=3, calibration_inputs=inputs, workdir=None)
     assert info["variants"] == variants
-    switches = {k: (m.all_queries, m.fold_batchnorm, m.channels_last) for k, m in models.items()}
+    as_reference(models["reference"])
+    switches = {
+        k: (getattr(m, "all_queries", False), m.precision.fold_batchnorm, m.precision.channels_last) for k, m in models.items()
+    }
     assert switches == {"ours": (False, True, True), "reference": (True, False, False), "baseline": (False, False, True)}
     state = models["ours"].state_dict()
     for model in models.values():
@@ -287,7 +291,7 @@ def test_cpu_bfloat16_training_builds_the_model_with_its_own_autocast(monkeypatc
 
     seen = []
     build_trainer = training.build_trainer
-    monkeypatch.setattr(training, "build_trainer", lambda model, *a, **k: seen.append(model.cpu_training_amp) or build_trainer(model, *a, **k))
+    monkeypatch.setattr(training, "build_trainer", lambda model, *a, **k: seen.append(model.precision.cpu_training_amp) or build_trainer(model, *a, **k))
     def run(amp):
         main(["--config-file", "configs/coco/detr_R50_panoptic.yaml", "--size", "64", "96", "--task", "training",
               "--amp", amp, "--warmup", "0", "--runs", "1", "--device", "cpu", *TINY_OPTS, "MODEL.DETR.FROZEN_WEIGHTS", ""])

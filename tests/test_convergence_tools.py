@@ -20,7 +20,7 @@ def test_sweep_evaluates_once_per_threshold_with_that_threshold(tiny_shapes, tmp
     seen = []
 
     def recording(model, loader, evaluator):
-        seen.append((model.object_score_thresh, model.instances_on, model.semantic_on))
+        seen.append((model.postprocessor.object_score_thresh, model.postprocessor.instances_on, model.postprocessor.semantic_on))
         return inference_on_dataset(model, loader, evaluator)
 
     monkeypatch.setattr(sweep, "inference_on_dataset", recording)

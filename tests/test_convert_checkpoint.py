@@ -36,7 +36,6 @@ class RecordingCheckpointer(DetectionCheckpointer):
 def _load_converted(path, dataset, mask_on=True, extra_opts=()):
     """A tiny model for ``dataset`` with the converted weights; asserts a clean load."""
     cfg = tiny_cfg(num_classes=len(dataset_category_ids(dataset)), mask_on=mask_on, dataset=dataset)
-    cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = True
     cfg.merge_from_list(list(extra_opts))
     model = build_model(cfg).eval()
     checkpointer = RecordingCheckpointer(model)

@@ -77,9 +77,9 @@ def test_training_has_denoising_losses_and_a_trained_checkpoint_infers_as_a_plai
     assert {k for k in losses if "dn" not in k} == set(_model(0).train()(two_labelled_images()))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     sum(losses.values()).backward()
-    assert model.denoising.label_embed.weight.grad.abs().sum() > 0
+    assert model.training_queries.denoising.label_embed.weight.grad.abs().sum() > 0
     optimizer.step()
     plain = _model(0, seed=1)
     load_trained_into_plain(model, plain, tmp_path)
-    assert plain.denoising is None
+    assert plain.training_queries is None
     assert_same_inference(model, plain)

@@ -8,6 +8,7 @@ import torch
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.checkpoint.frozen_detector import load_frozen_detector
 from detr_panoptic_d2.modeling.encoder_supervision import EncoderSemanticLoss, class_shares
 
 from .helpers import (
@@ -82,7 +83,7 @@ def test_loss_trains_backbone_and_encoder_only():
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}  # not the frozen stem
     grads = torch.autograd.grad(loss, list(named.values()), allow_unused=True)
     reached = {n for n, g in zip(named, grads) if g is not None and g.abs().sum() > 0}
-    for prefix in ("backbone.", "input_proj.", "transformer.encoder.", "encoder_semantic.classifier."):
+    for prefix in ("backbone.", "input_proj.", "transformer.encoder.", "criterion.encoder_semantic.classifier."):
         assert any(n.startswith(prefix) for n in reached), prefix
     for prefix in ("transformer.decoder.", "query_embed.", "class_embed.", "bbox_embed.", "mask_head."):
         assert not any(n.startswith(prefix) for n in reached), prefix
@@ -90,22 +91,21 @@ def test_loss_trains_backbone_and_encoder_only():
 
 def test_off_by_default_and_refused_with_a_frozen_detector(tmp_path):
     model = _model(0.0)
-    assert model.encoder_semantic is None
+    assert model.criterion.encoder_semantic is None
     assert "loss_encoder_semantic" not in model.train()([make_input(64, 96, (0, 2), seed=1)])
     DetrCheckpointer(model, save_dir=str(tmp_path)).save("boxes")
     cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
     cfg.MODEL.DETR.ENCODER_SEMANTIC_WEIGHT = 1.0
-    with pytest.raises(ValueError, match=r"encoder_semantic_weight > 0 with frozen_weights \(MODEL.DETR.ENCODER_SEMANTIC_WEIGHT"):
-        build_model(cfg)
+    with pytest.raises(ValueError, match=r"encoder_semantic_weight > 0 with a frozen detector \(MODEL.DETR.ENCODER_SEMANTIC_WEIGHT"):
+        load_frozen_detector(build_model(cfg), str(tmp_path / "boxes.pth"))
 
 
 def test_checkpoint_trained_with_it_infers_identically_without_it(tmp_path):
     supervised = _model(2.0, seed=1)
     keep_queries_(supervised)  # every query predicts a class: masks are merged
-    assert any(k.startswith("encoder_semantic.") for k in supervised.state_dict())
+    assert any(k.startswith("criterion.encoder_semantic.") for k in supervised.state_dict())
     plain = _model(0.0, seed=2)
     load_trained_into_plain(supervised, plain, tmp_path)
-    assert plain.encoder_semantic is None
+    assert plain.criterion.encoder_semantic is None
     for result in assert_same_inference(supervised, plain):
         assert "sem_seg" in result

@@ -8,6 +8,7 @@ model's do (see detr_panoptic_d2/testing/mask_separation.py). Images whose res5 
 side) are left out on purpose: there every DETR query has the same box embedding (the decoder
 attends to one token), so all masks tie exactly and rounding picks the winner.
 """
+import dataclasses
 import json
 
 import numpy as np
@@ -106,11 +107,11 @@ def test_no_kept_query_gives_a_void_output(exported):
     x = _images()[3]
     seg, info = OnnxPanopticModel(path, strict)([x])[0]["panoptic_seg"]
     assert info == [] and seg.shape == (24, 90) and not seg.any()
-    model.object_score_thresh = 1.0
+    model.postprocessor.object_score_thresh = 1.0
     try:
         assert_same_panoptic(_pytorch(model, x), (seg, info))
     finally:
-        model.object_score_thresh = 0.0
+        model.postprocessor.object_score_thresh = 0.0
 
 
 def test_export_records_what_inference_needs(exported):
@@ -341,15 +342,15 @@ def test_onnxruntime_merges_by_the_configs_rule_as_the_pytorch_model(exported):
     weighted = cfg.clone()
     weighted.MODEL.DETR.TEST.MERGE = "score_weighted"
     runtime = OnnxPanopticModel(path, weighted)
-    assert OnnxPanopticModel(path).merge["rule"] == "reference"
+    assert OnnxPanopticModel(path).postprocessor.merge.rule == "reference"
     images = _images()[:3]
     by_reference = [_pytorch(model, x) for x in images]
-    reference_merge = model.merge
-    model.merge = {**reference_merge, "rule": "score_weighted"}
+    reference_merge = model.postprocessor.merge
+    model.postprocessor.merge = dataclasses.replace(reference_merge, rule="score_weighted")
     try:
         by_score = [_pytorch(model, x) for x in images]
     finally:
-        model.merge = reference_merge
+        model.postprocessor.merge = reference_merge
     for x, expected in zip(images, by_score):
         assert_same_panoptic(expected, runtime([x])[0]["panoptic_seg"])
     # Exact by construction: integer maps; two rules must differ somewhere.

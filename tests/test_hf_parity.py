@@ -34,11 +34,10 @@ def _reference_input(inputs):
     return batch["pixel_values"], batch["pixel_mask"]
 
 
-def _model_pair(inputs, all_queries, threshold=0.85, position_embedding="sine"):
+def _model_pair(inputs, threshold=0.85, position_embedding="sine"):
     """(ours, reference, our normalized padded images, our padding mask, the reference's
     (pixel_values, pixel_mask)) with the same weights."""
     cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
-    cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
     cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = threshold
     cfg.MODEL.DETR.POSITION_EMBEDDING = position_embedding
     ours = build_model(cfg).eval()
@@ -72,13 +71,11 @@ def test_preprocessing_equals_huggingface_image_processor():
 @torch.no_grad()
 def test_predictions_match_reference_on_padded_batch(position_embedding):
     inputs = _inputs([(96, 128), (64, 100)])
-    ours, reference, images, padding, (pixel_values, pixel_mask) = _model_pair(
-        inputs, all_queries=True, position_embedding=position_embedding
-    )
+    ours, reference, images, padding, (pixel_values, pixel_mask) = _model_pair(inputs, position_embedding=position_embedding)
     assert padding.any(), "the batch must be padded for this test to check the padding masks"
     out = ours.detect(images.tensor, padding)
     b, n = out.logits.shape[1:3]
-    masks = ours.segment(out, torch.arange(b).repeat_interleave(n), torch.arange(n).repeat(b))
+    masks = ours.segment(out, torch.arange(b).repeat_interleave(n), torch.arange(n).repeat(b))  # every query
     ref = reference(pixel_values=pixel_values, pixel_mask=pixel_mask)
 
     assert (out.logits[-1] - ref.logits).abs().max() <= TOLERANCE
@@ -96,15 +93,15 @@ def test_panoptic_ids_match_reference_postprocessing():
     reference model's outputs, at the reference threshold 0.85, resized to another output size."""
     threshold = 0.85
     inputs = _inputs([(96, 128)], output_sizes=[(120, 160)])
-    ours, reference, _, _, (pixel_values, pixel_mask) = _model_pair(inputs, all_queries=False, threshold=threshold)
+    ours, reference, _, _, (pixel_values, pixel_mask) = _model_pair(inputs, threshold=threshold)
     panoptic, segments = ours(inputs)[0]["panoptic_seg"]
 
     ref = reference(pixel_values=pixel_values, pixel_mask=pixel_mask)
     scores, labels = ref.logits[0].softmax(-1).max(-1)
     keep = (labels != ref.logits.shape[-1] - 1) & (scores > threshold)
     labels = labels[keep]
-    ref_ids, survivors = reference_merge(ref.pred_masks[0][keep], labels, ours.is_thing, (96, 128), (120, 160))
-    is_thing = ours.is_thing.tolist()
+    ref_ids, survivors = reference_merge(ref.pred_masks[0][keep], labels, ours.postprocessor.is_thing, (96, 128), (120, 160))
+    is_thing = ours.postprocessor.is_thing.tolist()
     stuff = [int(c) for c in labels if not is_thing[c]]
     assert keep.sum() >= 4 and len(survivors) >= 3, "the test input must keep several queries"
     assert len(stuff) > len(set(stuff)), "some stuff class must be predicted twice (merged)"

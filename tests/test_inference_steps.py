@@ -32,7 +32,7 @@ def model():
         scores = model.detect(images.tensor, mask).logits[-1].softmax(-1)[..., :-1].max(-1).values
     low, high = float(scores.min(1).values.max()), float(scores.max(1).values.min())
     assert low < high
-    model.object_score_thresh = (low + high) / 2  # some queries of each image kept, not all
+    model.postprocessor.object_score_thresh = (low + high) / 2  # some queries of each image kept, not all
     return model
 
 
@@ -53,7 +53,7 @@ def test_steps_are_the_forward_pass_values(model):
         kept = s.queries.tolist()
         probs = out.logits[-1, i].softmax(-1)
         assert 0 < len(kept) < n
-        assert kept == ((probs.argmax(-1) != 5) & (probs.max(-1).values > model.object_score_thresh)).nonzero()[:, 0].tolist()
+        assert kept == ((probs.argmax(-1) != 5) & (probs.max(-1).values > model.postprocessor.object_score_thresh)).nonzero()[:, 0].tolist()
         # Exact by construction (here and below): one batch, the same operations and shapes; steps are slices of them.
         assert torch.equal(s.classes, probs[kept].argmax(-1)) and torch.allclose(s.scores, probs[kept].max(-1).values)
         assert s.encoded.shape == (64, *grid) and torch.equal(s.encoded, out.memory[i, :, : grid[0], : grid[1]])
@@ -66,7 +66,7 @@ def test_steps_are_the_forward_pass_values(model):
         expected = all_masks[i * n + torch.tensor(kept)][:, : -(-h // 4), : -(-w // 4)]
         assert torch.allclose(s.mask_logits, expected, atol=1e-5)
         merged = postprocessing.panoptic_merge(
-            s.mask_logits, s.scores, s.classes, model.is_thing, s.image_size, s.output_size, model.small_segment_area,
+            s.mask_logits, s.scores, s.classes, model.postprocessor.is_thing, s.image_size, s.output_size, model.postprocessor.small_segment_area,
             s.mask_stride,
         )
         panoptic, segments = result["panoptic_seg"]

@@ -25,10 +25,9 @@ def _model_outputs(predictor, image_bgr):
     return model, model.detect(images.tensor, padding), resized.shape[:2]
 
 
-@pytest.mark.parametrize("all_queries", [False, True])
-def test_trace_records_the_models_own_intermediate_results(tmp_path, all_queries):
+def test_trace_records_the_models_own_intermediate_results(tmp_path):
     config, weights = write_tiny_panoptic_model(tmp_path)
-    opts = ["MODEL.WEIGHTS", weights, "MODEL.DETR.MASK_HEAD.ALL_QUERIES", str(all_queries)]
+    opts = ["MODEL.WEIGHTS", weights]
     predictor, _ = build_predictor(setup_inference_cfg(config, opts, confidence_threshold=0.0))
     image = np.asarray(Image.open(write_image(tmp_path / "a.png", 100, 140)))[:, :, ::-1].copy()
     trace = trace_pipeline(predictor, image)

@@ -15,7 +15,9 @@ from detectron2.solver import build_lr_scheduler
 
 from detr_panoptic_d2.data import DetrPanopticDatasetMapper
 from detr_panoptic_d2.engine import build_optimizer
+from detr_panoptic_d2.checkpoint.frozen_detector import load_frozen_detector
 from detr_panoptic_d2.engine.lazy import adapt_lazy_config
+from detr_panoptic_d2.modeling import MergeRule, Precision
 
 from .helpers import load_tool, model_from_config_file, write_panoptic_split
 
@@ -29,7 +31,6 @@ PAIRS = {
 
 def _lazy_model(path, **overrides):
     cfg = LazyConfig.load(path)
-    cfg.model.frozen_weights = ""
     for key, value in overrides.items():
         setattr(cfg.model, key, value)
     return cfg, instantiate(cfg.model)
@@ -37,14 +38,20 @@ def _lazy_model(path, **overrides):
 
 def _plain_attributes(model):
     """(module name, attribute) -> value of every bool/int/float/str/tuple attribute of every
-    module: the settings a state dict does not show (strides, dilations, thresholds, dropout,
-    loss weights, frozen flags...)."""
-    return {
-        (name, attr): value
-        for name, module in model.named_modules()
-        for attr, value in vars(module).items()
-        if isinstance(value, (bool, int, float, str, tuple)) and not attr.startswith("_")
-    }
+    module, and of the settings objects modules hold (Precision, MergeRule): the settings a
+    state dict does not show (strides, dilations, thresholds, dropout, loss weights, frozen
+    flags, merge rule, precision...)."""
+
+    def settings(obj, prefix):
+        for attr, value in vars(obj).items():
+            if attr.startswith("_"):
+                continue
+            if isinstance(value, (bool, int, float, str, tuple)) or value is None:
+                yield (prefix, attr), value
+            elif isinstance(value, (Precision, MergeRule)):
+                yield from settings(value, f"{prefix}.{attr}")
+
+    return {key: value for name, module in model.named_modules() for key, value in settings(module, name)}
 
 
 def _assert_same_model(lazy, yaml):
@@ -55,9 +62,9 @@ def _assert_same_model(lazy, yaml):
     assert {n: p.requires_grad for n, p in lazy.named_parameters()} == {
         n: p.requires_grad for n, p in yaml.named_parameters()
     }
-    for name in ("pixel_mean", "pixel_std", "is_thing"):
+    for name in ("pixel_mean", "pixel_std", "postprocessor.is_thing"):
         # Exact by construction: both models initialized by the same operations from the same seed.
-        assert torch.equal(getattr(lazy, name), getattr(yaml, name)), name
+        assert torch.equal(lazy.get_buffer(name), yaml.get_buffer(name)), name
 
 
 @pytest.mark.parametrize("pair", list(PAIRS), ids=list(PAIRS))
@@ -149,26 +156,25 @@ def test_saved_lazyconfig_reloads_and_builds_the_same_model(path, tmp_path):
     assert "dataset_name: '${..test.dataset.names}'" in (tmp_path / "saved.yaml").read_text()  # links kept
     models = []
     for c in (cfg, again):
-        c.model.frozen_weights = ""
         models.append(instantiate(c.model))
     _assert_same_model(*models)
 
 
 def test_frozen_detector_stage_and_eval_only_adaptation(tmp_path, monkeypatch):
-    """With model.frozen_weights (stage 2), the optimizer holds the mask head alone and the
+    """With train.frozen_weights (stage 2, loaded as lazy_train does), the optimizer holds the mask head alone and the
     detector is the box-only checkpoint's; --eval-only ignores frozen_weights, and without
     CUDA train.device falls back to cpu and AMP is turned off, each with a warning."""
     cfg = LazyConfig.load("configs/shapes/detr_R18_shapes.py")
     cfg.model.mask_head = None
-    cfg.model.panoptic_on = cfg.model.semantic_on = False
+    cfg.model.postprocessor.panoptic_on = cfg.model.postprocessor.semantic_on = False
     torch.manual_seed(0)
     boxes = instantiate(cfg.model).state_dict()
     torch.save({"model": boxes}, tmp_path / "boxes.pth")
 
     cfg = LazyConfig.load("configs/shapes/detr_R18_shapes.py")
-    cfg.model.frozen_weights = str(tmp_path / "boxes.pth")
-    cfg.model.encoder_semantic_weight = 0.0  # the encoder is frozen in this stage
-    model = instantiate(cfg.model)
+    cfg.train.frozen_weights = str(tmp_path / "boxes.pth")
+    cfg.model.criterion.encoder_semantic = None  # the encoder is frozen in this stage
+    model = load_frozen_detector(instantiate(cfg.model), cfg.train.frozen_weights, key="train.frozen_weights")
     cfg.optimizer.params.model = model
     held = {id(p) for g in instantiate(cfg.optimizer).param_groups for p in g["params"]}
     assert held == {id(p) for p in model.mask_head.parameters()}
@@ -180,8 +186,8 @@ def test_frozen_detector_stage_and_eval_only_adaptation(tmp_path, monkeypatch):
     cfg.train.amp.enabled = True
     warnings = adapt_lazy_config(cfg, eval_only=True)
     # train.amp.enabled stays: on the CPU it means bfloat16 autocast in the model.
-    assert cfg.model.frozen_weights == "" and cfg.train.device == "cpu" and cfg.train.amp.enabled
-    assert len(warnings) == 2 and "model.frozen_weights" in warnings[0]
+    assert cfg.train.frozen_weights == "" and cfg.train.device == "cpu" and cfg.train.amp.enabled
+    assert len(warnings) == 2 and "train.frozen_weights" in warnings[0]
 
 
 @pytest.fixture(scope="module")

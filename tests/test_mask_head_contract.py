@@ -39,7 +39,7 @@ def test_registered_head_trains_and_infers():
     assert model.mask_head.conv.weight.grad.abs().sum() > 0
     assert model.mask_head.attention_map.q_linear.weight.grad.abs().sum() > 0
 
-    model.eval().object_score_thresh = 0.0
+    model.eval().postprocessor.object_score_thresh = 0.0
     batch = [make_input(64, 96, seed=2, with_targets=False), make_input(96, 64, seed=3, with_targets=False)]
     calls = []  # (batch_idx, mask logits, attention maps) of each call of the head
     model.mask_head.register_forward_hook(lambda head, args, out: calls.append((args[1], *out)))

@@ -1,5 +1,6 @@
 """MODEL.DETR.TEST.MASK_SCORE_FLOOR: instance and semantic outputs computed on the queries at
-or above the floor equal the exact mode (MASK_HEAD.ALL_QUERIES True) when the floor removes no
+or above the floor equal the exact mode (floor 0, the mask head on all queries as the reference
+runs it: ``run_mask_head_on_all_queries``) when the floor removes no
 query, and otherwise lack exactly the contributions of the queries below it."""
 import pytest
 import torch
@@ -7,7 +8,7 @@ from detectron2.modeling import build_model
 
 from benchmarks.inference import compare_outputs
 from detr_panoptic_d2.modeling import postprocessing
-from detr_panoptic_d2.testing import fit_class_head
+from detr_panoptic_d2.testing import fit_class_head, run_mask_head_on_all_queries
 
 from .helpers import assert_masks_agree, assert_same_panoptic, make_input, tiny_cfg
 
@@ -23,14 +24,14 @@ def _models(floor):
     gives the queries of ``_batch()`` spread-out scores: query q predicts a random class with
     logit a_q and "no object" with logit b_q, a and b uniform in [0, 8)."""
     models = []
-    for all_queries in (True, False):
+    for model_floor in (0.0, floor):
         cfg = tiny_cfg(num_classes=NUM_CLASSES, dataset="coco_2017_val_panoptic")
         cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
         cfg.MODEL.DETR.TEST.OBJECT_SCORE_THRESH = 0.5
-        cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
-        cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = floor
+        cfg.MODEL.DETR.TEST.MASK_SCORE_FLOOR = model_floor
         torch.manual_seed(0)
         models.append(build_model(cfg).eval())
+    run_mask_head_on_all_queries(models[0])
     g = torch.Generator().manual_seed(0)
     target = torch.zeros(2, 10, NUM_CLASSES + 1)
     rows = torch.arange(2)[:, None], torch.arange(10)[None]

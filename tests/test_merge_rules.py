@@ -14,7 +14,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from detr_panoptic_d2.engine import load_config
-from detr_panoptic_d2.modeling import DetrPanoptic, postprocessing
+from detr_panoptic_d2.modeling import DetrPanoptic, DetrPostProcessor, postprocessing
 
 IS_THING = torch.tensor([True, True, False])
 
@@ -24,7 +24,7 @@ def _merge(logits, scores, classes, rule, size=None, small_area=0, **settings):
     image_size = tuple(logits.shape[-2:])
     seg, info = postprocessing.panoptic_merge(
         logits, torch.tensor(scores), torch.tensor(classes), IS_THING, image_size, size or image_size,
-        small_area, 1, rule=rule, **settings,
+        small_area, 1, postprocessing.MergeRule(rule, **settings),
     )
     return seg.tolist(), [(s["id"], s["category_id"], s["isthing"], round(s["score"], 3), s["area"]) for s in info]
 
@@ -123,7 +123,8 @@ def test_score_weighted_rule_without_stuff_fill_is_mask2formers(seed):
     scores = torch.rand(t, generator=g)
     classes = torch.randint(0, 3, (t,), generator=g)
     seg, info = postprocessing.panoptic_merge(
-        logits, scores, classes, IS_THING, (9, 11), (9, 11), 0, 1, rule="score_weighted", stuff_fills_void=False
+        logits, scores, classes, IS_THING, (9, 11), (9, 11), 0, 1,
+        postprocessing.MergeRule("score_weighted", stuff_fills_void=False),
     )
     expected, segments = _mask2former_loop(logits.sigmoid(), scores, classes, IS_THING)
     # Exact by construction: elementwise sigmoid, products and argmax of the same logits, no kernel-ordered sum.
@@ -141,11 +142,14 @@ def test_a_bad_rule_is_named():
 def test_coco_configs_keep_the_reference_rule_and_the_keys_reach_the_model():
     cfg, _ = load_config("configs/coco/detr_R50_panoptic.yaml")
     assert cfg.MODEL.DETR.TEST.MERGE == "reference"
+    assert DetrPanoptic(cfg).postprocessor.merge == postprocessing.MergeRule("reference")
     lazy = LazyConfig.load("configs/coco/detr_R50_panoptic.py")  # sets what differs from the defaults
-    default = inspect.signature(DetrPanoptic.__init__).parameters["merge"].default
-    assert lazy.model.get("merge", default) == "reference"
+    default = inspect.signature(DetrPostProcessor.__init__).parameters["merge"].default
+    assert lazy.model.postprocessor.get("merge", default) == default and default.rule == "reference"
+    cfg.MODEL.DETR.TEST.MERGE, cfg.MODEL.DETR.TEST.MERGE_OVERLAP_THRESHOLD = "score_weighted", 0.6
+    assert DetrPostProcessor(cfg).merge == postprocessing.MergeRule("score_weighted", overlap_threshold=0.6)
     lazy = LazyConfig.load("configs/shapes/detr_R18_shapes.py")
-    lazy.model.merge, lazy.model.merge_overlap_threshold = "score_weighted", 0.6
-    lazy.model.thing_ids = [0, 1, 2]
+    lazy.model.postprocessor.merge.overlap_threshold = 0.6
+    lazy.model.postprocessor.thing_ids = [0, 1, 2]
     model = instantiate(lazy.model)
-    assert model.merge == {"rule": "score_weighted", "mask_threshold": 0.5, "overlap_threshold": 0.6, "stuff_fills_void": True}
+    assert model.postprocessor.merge == postprocessing.MergeRule("score_weighted", 0.5, 0.6, True)

@@ -6,6 +6,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
+from detr_panoptic_d2.checkpoint.frozen_detector import load_frozen_detector
 from detr_panoptic_d2.modeling import FPNMaskHead, HungarianMatcher
 from detr_panoptic_d2.modeling.detector_weights import detector_parameters
 
@@ -48,8 +49,7 @@ def test_frozen_detector_gets_no_gradient_and_keeps_its_weights(tmp_path):
     DetectionCheckpointer(box_model, save_dir=str(tmp_path)).save("boxes")
     cfg = tiny_cfg()
     cfg.MODEL.RESNETS.NORM = "BN"
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = path
-    model = build_model(cfg)
+    model = load_frozen_detector(build_model(cfg), path)
     box_state = box_model.state_dict()
     for name, value in model.state_dict().items():
         if not name.startswith("mask_head."):
@@ -74,13 +74,13 @@ def test_frozen_weights_that_do_not_fit_are_reported(tmp_path):
     other = tiny_cfg(mask_on=False)
     other.MODEL.DETR.NUM_OBJECT_QUERIES = 7
     DetectionCheckpointer(build_model(other), save_dir=str(tmp_path)).save("wrong")
-    cfg = tiny_cfg()
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match=r"wrong.pth.*query_embed.weight \(7, 64\) vs \(10, 64\)"):
-        build_model(cfg)
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "missing.pth")
+    model = build_model(tiny_cfg())
+    trainable = [p.requires_grad for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"wrong.pth.*\(MODEL.DETR.FROZEN_WEIGHTS\).*query_embed.weight \(7, 64\) vs \(10, 64\)"):
+        load_frozen_detector(model, str(tmp_path / "wrong.pth"))
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        build_model(cfg)
+        load_frozen_detector(model, str(tmp_path / "missing.pth"))
+    assert not model.frozen_detector and [p.requires_grad for p in model.parameters()] == trainable
 
 
 def test_mask_head_widths_not_fitting_group_norm_are_reported():

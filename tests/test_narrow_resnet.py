@@ -58,7 +58,7 @@ def test_lazyconfig_builds_the_same_model_as_yaml():
         out_features=["res2", "res3", "res4"],
         freeze_at=0,
     )
-    lazy.model.thing_ids = [0, 1, 2]
+    lazy.model.postprocessor.thing_ids = [0, 1, 2]
     _, yaml_model = _yaml_model()
     assert _shapes(instantiate(lazy.model)) == _shapes(yaml_model)
 

@@ -243,7 +243,7 @@ def test_outputs_of_an_image_alone_equal_those_in_a_padded_batch():
             projected=None, features={},
         )
         with torch.no_grad():
-            return model.inference(batch, images, out)[0]
+            return model.postprocessor(out, batch, images.image_sizes, *model._segmenter(out))[0]
 
     alone = first_image_outputs([image])
     batched = first_image_outputs([image, make_input(120, 150, with_targets=False)])

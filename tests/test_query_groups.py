@@ -5,6 +5,7 @@ import torch
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
+from detr_panoptic_d2.checkpoint.frozen_detector import load_frozen_detector
 from detr_panoptic_d2.modeling.detector_weights import detector_parameters
 
 from .helpers import (
@@ -27,7 +28,7 @@ def test_losses_are_the_mean_over_groups_of_independent_detrs(mask_loss_all_grou
     losses, matched on its own, averaged over the groups, are the G-group model's."""
     grouped = _model(3, mask_loss_all_groups).train()
     losses = grouped(two_labelled_images())
-    queries = torch.cat([grouped.query_embed.weight, grouped.group_query_embed.weight]).detach()
+    queries = torch.cat([grouped.query_embed.weight, grouped.training_queries.group_query_embed.weight]).detach()
     single = _model(1).train()
     single.load_state_dict(grouped.state_dict())
     per_group = []
@@ -59,7 +60,7 @@ def test_a_group_gets_no_gradient_from_another_groups_losses():
         _, layer = model.criterion.layer_losses(logits[:, first], boxes[:, first], targets, 5.0)
         loss = loss + sum(layer.values())
     loss.backward()
-    group_grad = model.group_query_embed.weight.grad
+    group_grad = model.training_queries.group_query_embed.weight.grad
     assert group_grad is not None and torch.count_nonzero(group_grad) == 0
     assert torch.count_nonzero(model.query_embed.weight.grad) > 0
 
@@ -69,7 +70,7 @@ def test_checkpoint_trained_with_groups_infers_identically_with_one_group(tmp_pa
     keep_queries_(grouped)  # every query predicts a class: masks are merged
     plain = _model(1, seed=2)
     load_trained_into_plain(grouped, plain, tmp_path)
-    assert plain.group_query_embed is None
+    assert plain.training_queries is None
     for result in assert_same_inference(grouped, plain):
         assert {"panoptic_seg", "sem_seg", "instances"} <= result.keys() and len(result["instances"]) <= N
 
@@ -77,12 +78,12 @@ def test_checkpoint_trained_with_groups_infers_identically_with_one_group(tmp_pa
 def test_stage_two_refuses_groups_and_accepts_a_stage_one_trained_with_them(tmp_path):
     DetrCheckpointer(_model(3), save_dir=str(tmp_path)).save("boxes")
     cfg = tiny_cfg(dataset=register_tiny_panoptic_metadata())
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = str(tmp_path / "boxes.pth")
+    boxes = str(tmp_path / "boxes.pth")
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 2
-    with pytest.raises(ValueError, match="train_query_groups > 1 with frozen_weights \\(MODEL.DETR.TRAIN_QUERY_GROUPS, FROZEN_WEIGHTS\\)"):
-        build_model(cfg)
+    with pytest.raises(ValueError, match="training-only queries with a frozen detector \\(MODEL.DETR.TRAIN_QUERY_GROUPS > 1"):
+        load_frozen_detector(build_model(cfg), boxes)
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 1
-    model = build_model(cfg)
+    model = load_frozen_detector(build_model(cfg), boxes)
     assert not any(p.requires_grad for _, p in detector_parameters(model))
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 0
     with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS\\) must be >= 1, got 0"):

@@ -1,6 +1,8 @@
-"""The speed-ups keep outputs: the mask head on used queries only (ALL_QUERIES False) gives the
-same panoptic output, losses and gradients as on all queries (the reference's behaviour),
-and the faster mask-head internals equal their straightforward formulations."""
+"""The speed-ups keep outputs: the mask head on used queries only gives the same panoptic
+output, losses and gradients as on all queries (the reference's behaviour, made by
+``run_mask_head_on_all_queries``), and the faster mask-head internals equal DETR's
+formulation of them."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,16 +11,18 @@ from detectron2.modeling import build_model
 from detr_panoptic_d2.modeling.attention_map import MultiHeadAttentionMap
 from detr_panoptic_d2.modeling.mask_head import FPNMaskHead, image_runs
 from detr_panoptic_d2.modeling.postprocessing import select_queries
-from detr_panoptic_d2.testing import calibrate_kept_queries, fit_class_head, separate_query_masks_
+from detr_panoptic_d2.testing import (
+    calibrate_kept_queries,
+    as_reference,
+    detr_fpn_formulation,
+    fit_class_head,
+    run_mask_head_on_all_queries,
+    separate_query_masks_,
+)
+
+from detr_panoptic_d2.checkpoint.frozen_detector import load_frozen_detector
 
 from .helpers import assert_same_panoptic, make_input, model_from_config_file, tiny_cfg
-
-
-def _cfg(all_queries, frozen_weights=""):
-    cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
-    cfg.MODEL.DETR.MASK_HEAD.ALL_QUERIES = all_queries
-    cfg.MODEL.DETR.FROZEN_WEIGHTS = frozen_weights
-    return cfg
 
 
 def _set_query_classes(model, batch, classes):
@@ -32,22 +36,25 @@ def _set_query_classes(model, batch, classes):
     with torch.no_grad():
         images, mask = model.preprocess_image(batch)
         for logits in model.detect(images.tensor, mask).logits[-1]:
-            keep, _, predicted = select_queries(logits, model.object_score_thresh)
+            keep, _, predicted = select_queries(logits, model.postprocessor.object_score_thresh)
             assert keep.tolist() == [c is not None for c in classes]
             assert predicted[keep].tolist() == [c for c in classes if c is not None]
 
 
 def _twin_models(tmp_path=None, frozen=False):
-    """The same weights with the mask head on used queries (False) and on all (True)."""
+    """The same weights with the mask head on used queries (False) and on all (True); with
+    ``frozen``, the detector loaded from a stage-1 file and frozen, as the trainers do."""
+    cfg = tiny_cfg(num_classes=133, dataset="coco_2017_val_panoptic")
     torch.manual_seed(0)
-    first = build_model(_cfg(False))
-    path = ""
+    first = build_model(cfg)
     if frozen:
-        path = str(tmp_path / "detector.pth")
-        torch.save({"model": first.state_dict()}, path)
-    models = {mode: build_model(_cfg(mode, path)) for mode in (False, True)}
+        torch.save({"model": first.state_dict()}, tmp_path / "detector.pth")
+    models = {mode: build_model(cfg) for mode in (False, True)}
     for model in models.values():
         model.load_state_dict(first.state_dict())
+        if frozen:
+            load_frozen_detector(model, str(tmp_path / "detector.pth"))
+    run_mask_head_on_all_queries(models[True])
     return models
 
 
@@ -122,16 +129,6 @@ def test_attention_map_rows_do_not_depend_on_how_many_queries_run():
     torch.testing.assert_close(amap._project_queries(queries), amap.q_linear(queries), rtol=1e-5, atol=1e-6)
 
 
-def _fpn_with_gathers(head, maps, batch_idx, projected, skips):
-    """FPNMaskHead.forward as DETR writes it: every per-image map gathered to the objects' rows
-    first, the first convolution over the concatenation of projected res5 and attention maps."""
-    x = head.narrow_conv(head.fuse_conv(torch.cat([projected[batch_idx], maps], dim=1)))
-    for project, refine, skip in zip(head.skip_projections, head.refine_convs, skips):
-        skip = project(skip)[batch_idx]
-        x = refine(skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
-    return head.mask_predictor(x).squeeze(1)
-
-
 def test_image_runs_cover_unsorted_batch_indices():
     assert image_runs(torch.tensor([0, 0, 2, 1, 1, 0])) == [(0, 0, 2), (2, 2, 3), (1, 3, 5), (0, 5, 6)]
     assert image_runs(torch.zeros(0, dtype=torch.long)) == []
@@ -152,23 +149,18 @@ def _fpn_inputs(batch_idx):
     return head, (maps, torch.tensor(batch_idx), projected, skips)
 
 
-@pytest.mark.parametrize("fuse_per_image", [True, False])
 @pytest.mark.parametrize("batch_idx", [[0, 0, 1, 2, 2, 2], [2, 0, 2, 1, 0]], ids=["grouped", "unsorted"])
-def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
-    """The head with its per-image work done once per image (in-place adds per run of rows;
-    with fuse_per_image, the split first convolution) against DETR's formulation (every
-    per-image map gathered to the objects' rows, the first convolution over the
-    concatenation): the same logits (bit for bit without the split, up to float rounding with
-    it), in inference and under autograd, and the same gradients within 1e-5."""
+def test_fpn_head_equals_detr_formulation(batch_idx):
+    """The head with its per-image work done once per image (in-place adds per run of rows,
+    the split first convolution) against DETR's formulation (every per-image map gathered to
+    the objects' rows, the first convolution over the concatenation): the same logits up to
+    float rounding, in inference and under autograd, and the same gradients within 1e-5."""
     head, inputs = _fpn_inputs(batch_idx)
-    head.fuse_per_image = fuse_per_image
     with torch.no_grad():
         inference = head(*inputs)
     training = head(*inputs)
-    gathered = _fpn_with_gathers(head, *inputs)
+    gathered = detr_fpn_formulation(head, *inputs)
     assert torch.equal(inference, training)  # exact by construction: the same operations on the same inputs
-    # Exact by construction without the split: the gathers are copies, the convolutions see the same shapes.
-    assert torch.equal(training, gathered) or fuse_per_image
     torch.testing.assert_close(training, gathered, rtol=1e-5, atol=1e-5 * gathered.abs().max().item())
     params = [inputs[0], inputs[2]] + list(head.parameters())  # maps, projected res5, weights
     grads = {
@@ -186,8 +178,8 @@ def test_fpn_head_equals_detr_formulation(batch_idx, fuse_per_image):
 @pytest.mark.slow
 def test_r50_at_800x1066_split_first_convolution_gives_detrs_panoptic_output():
     """R50 at full size, 15 kept queries: the same panoptic output with the mask head's first
-    convolution split (FUSE_PER_IMAGE, the default) as with DETR's convolution of the
-    concatenation, on the same weights (masks separated so that rounding cannot decide it)."""
+    convolution split as with DETR's convolution of the concatenation (``detr_fpn_formulation``),
+    on the same weights (masks separated so that rounding cannot decide it)."""
     cfg, _ = model_from_config_file("configs/coco/detr_R50_panoptic.yaml")
     cfg.MODEL.DETR.TEST.INSTANCES_ON = cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
     x = make_input(800, 1066, with_targets=False)
@@ -195,9 +187,9 @@ def test_r50_at_800x1066_split_first_convolution_gives_detrs_panoptic_output():
     split = build_model(cfg).eval()
     separate_query_masks_(split, [x["image"]])
     calibrate_kept_queries(split, [x], 15)
-    cfg.MODEL.DETR.MASK_HEAD.FUSE_PER_IMAGE = False
     detr = build_model(cfg).eval()
     detr.load_state_dict(split.state_dict())
+    as_reference(detr)
     with torch.no_grad():
         expected, actual = (model([x])[0]["panoptic_seg"] for model in (detr, split))
     assert len(expected[1]) >= 5

@@ -1,5 +1,5 @@
 """Stage 2 of the paper's recipe: a box-only (stage-1) checkpoint loaded into a DetrPanoptic's
-detector, which is then frozen (MODEL.DETR.FROZEN_WEIGHTS; ``model.frozen_weights`` of a
+detector, which is then frozen (MODEL.DETR.FROZEN_WEIGHTS; ``train.frozen_weights`` of a
 LazyConfig's train section). The trainers call ``load_frozen_detector`` after building the
 model; the model itself never reads files."""
 from ..modeling.detector_weights import FORMER_PREFIXES, TRAINING_ONLY, freeze_detector
@@ -35,6 +35,8 @@ def load_detector_state(model, path, key="MODEL.DETR.FROZEN_WEIGHTS"):
 
 def load_frozen_detector(model, path, key="MODEL.DETR.FROZEN_WEIGHTS"):
     """Loads the detector of ``model`` from the box-only checkpoint at ``path`` (``key``: the
-    config key that named it, for errors) and freezes it (modeling.detector_weights.freeze_detector)."""
+    config key that named it, for errors) and freezes it (modeling.detector_weights.freeze_detector).
+    Returns ``model``."""
     load_detector_state(model, path, key)
     freeze_detector(model)
+    return model

@@ -61,5 +61,5 @@ class PanopticGraph(nn.Module):
         else:
             # Kept queries first: a "no object" query's score (its no-object probability) may be higher.
             queries = torch.where(keep, scores, scores - 2).topk(self.top_k).indices.sort().values
-        masks = model.segment(out, torch.zeros_like(queries), queries)[0]
+        masks = model.segment(out, torch.zeros_like(queries), queries)
         return scores, classes, out.boxes[-1, 0], queries, keep[queries], masks

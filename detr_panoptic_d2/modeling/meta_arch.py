@@ -245,9 +245,13 @@ class DetrPanoptic(nn.Module):
         )
 
     def segment(self, out: DetrOutputs, batch_idx, query_idx):
-        """Steps 6-7 for the given (image, query) pairs (T long each, grouped by image): the
-        mask head's (T x H/s x W/s mask logits, s = ``mask_head.stride``; T x M x h x w
-        attention maps or None), see DETR_MASK_HEAD_REGISTRY."""
+        """Steps 6-7 for the given (image, query) pairs (T long each, grouped by image):
+        T x H/s x W/s mask logits, s = ``mask_head.stride``."""
+        return self.segment_with_attention(out, batch_idx, query_idx)[0]
+
+    def segment_with_attention(self, out: DetrOutputs, batch_idx, query_idx):
+        """As ``segment``, returning the mask head's (mask logits, attention maps T x M x h x w
+        or None), see DETR_MASK_HEAD_REGISTRY."""
         grids = (out.memory, out.memory_mask, out.projected, out.features)
         return self.mask_head(out.box_embeddings[-1][batch_idx, query_idx], batch_idx, *grids)
 
@@ -260,7 +264,7 @@ class DetrPanoptic(nn.Module):
 
         def segment(batch_idx, query_idx):
             with self.precision.autocast(self.device, training=False):
-                masks, maps = self.segment(out, batch_idx, query_idx)
+                masks, maps = self.segment_with_attention(out, batch_idx, query_idx)
             return masks.float(), None if maps is None else maps.float()
 
         return segment, self.mask_head.stride
@@ -289,7 +293,7 @@ class DetrPanoptic(nn.Module):
     def _training_masks(self, out, batch_idx, query_idx):
         """Mask logits (float32) of the (image, query) pairs the criterion supervises."""
         with self.precision.autocast(self.device, training=True):
-            return self.segment(out, batch_idx.to(self.device), query_idx.to(self.device))[0].float()
+            return self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
 
     def prepare_targets(self, batched_inputs, images):
         """Per image: "labels" (n), "boxes" (n x 4 cxcywh normalized by the image size) and

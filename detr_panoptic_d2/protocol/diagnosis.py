@@ -47,7 +47,7 @@ def diagnose_image(model, x, threshold, duplicate_iou=0.5):
     counts = {"segments": len(segments), "kept": len(kept)}
     masks = {}
     if len(involved) and model.mask_head is not None:
-        logits_at_stride = model.segment(out, torch.zeros_like(involved), involved)[0].float()
+        logits_at_stride = model.segment(out, torch.zeros_like(involved), involved).float()
         cells = postprocessing.image_cells((h, w), model.mask_head.stride)
         binary = sem_seg_postprocess(logits_at_stride, cells, h, w) > 0
         masks = {int(q): m.flatten() for q, m in zip(involved, binary)}
