@@ -1,0 +1,83 @@
+"""The error analysis of tools/analyze_panoptic.py (detr_panoptic_d2/analysis/): hand-made
+files where every error type occurs a known number of times, and panopticapi's pq_compute as
+the oracle of the matching."""
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from panopticapi.evaluation import pq_compute
+
+from detr_panoptic_d2.analysis.inputs import PanopticFiles, paired_annotations
+from detr_panoptic_d2.analysis.report import analyze
+
+from .panoptic_files import write_split
+
+CAT, DOG, GRASS, SKY = 1, 2, 10, 11
+
+
+def hand_made():
+    """One 40 x 100 image; void (0) wherever no segment is drawn. Ground truth: g1 (cat)
+    rows 0-9 cols 0-9; g2 (cat) cols 20-29; g3, g4 (cat) cols 40-44 and 45-49; g5 (cat) cols
+    60-69; g6 (cat) rows 20-29 cols 0-9; grass rows 30-39 (all columns); sky rows 20-29 cols
+    50-99. Prediction: p1 (cat) g1's cols 0-7 (IoU 0.8, matched) and p2 (cat) its cols 8-9
+    (a duplicate, IoU 0.2); p3 a dog exactly on g2 (class confusion); p4 (cat) over g3 and g4
+    (merge; IoU 0.5 with each, not a match); p5, p6 (cat) g5's halves (split); p7 (cat) g6's
+    cols 0-3 (near miss, IoU 0.4); no grass (missed stuff); sky exact."""
+    gt = np.zeros((40, 100), np.uint32)
+    gt[0:10, 0:10], gt[0:10, 20:30], gt[0:10, 40:45], gt[0:10, 45:50], gt[0:10, 60:70] = 1, 2, 3, 4, 5
+    gt[20:30, 0:10], gt[30:40, :], gt[20:30, 50:100] = 6, 7, 8
+    gt_classes = {1: CAT, 2: CAT, 3: CAT, 4: CAT, 5: CAT, 6: CAT, 7: GRASS, 8: SKY}
+    pred = np.zeros((40, 100), np.uint32)
+    pred[0:10, 0:8], pred[0:10, 8:10], pred[0:10, 20:30], pred[0:10, 40:50] = 11, 12, 13, 14
+    pred[0:10, 60:65], pred[0:10, 65:70], pred[20:30, 0:4], pred[20:30, 50:100] = 15, 16, 17, 18
+    pred_classes = {11: CAT, 12: CAT, 13: DOG, 14: CAT, 15: CAT, 16: CAT, 17: CAT, 18: SKY}
+    return [(gt, gt_classes)], [(pred, pred_classes)]
+
+
+def run(gt_files, pred_files):
+    gt, pred = PanopticFiles.load(*gt_files), PanopticFiles.load(*pred_files, option="--pred-json")
+    return analyze(gt, pred, paired_annotations(gt, pred)).report()
+
+
+@pytest.fixture
+def hand_made_files(tmp_path):
+    gt_images, pred_images = hand_made()
+    return write_split(str(tmp_path / "gt"), gt_images), write_split(str(tmp_path / "pred"), pred_images)
+
+
+def test_every_error_type_counted_and_its_pq_loss(hand_made_files):
+    report = run(*hand_made_files)
+    assert report["errors"] == {"missed": 1, "class_confusion": 1, "near_miss": 1, "duplicate": 1,
+                                "false_positive": 0, "merge": 1, "split": 1}
+    assert report["errors_by_class"]["grass"]["missed"] == 1 and report["errors_by_class"]["cat"]["merge"] == 1
+    classes = report["class_confusion"]["classes"]
+    assert report["class_confusion"]["matrix"][classes.index("cat")][classes.index("dog")] == 1
+    assert sum(map(sum, report["class_confusion"]["matrix"])) == 1
+    # By hand: cat TP 1 (IoU 0.8), FN 5 (g2..g6), FP 5 (p2, p4, p5, p6, p7); dog FP 1; grass FN 1; sky TP 1.
+    pq_cat = 0.8 / (1 + 5 / 2 + 5 / 2)
+    rows = {r["name"]: r for r in report["pq"]["per_class"]}
+    assert (rows["cat"]["tp"], rows["cat"]["fp"], rows["cat"]["fn"]) == (1, 5, 5)
+    assert rows["cat"]["pq"] == pytest.approx(100 * pq_cat) and rows["dog"]["pq"] == 0 and rows["sky"]["pq"] == 100
+    assert report["pq"]["all"]["pq"] == pytest.approx(100 * (pq_cat + 0 + 0 + 1) / 4)
+    # PQ lost: the per-class gain with that type's FN and FP not counted, averaged over the 4 classes;
+    # a class left with nothing (dog without p3, grass without its miss) counts 100.
+    cat_without = {  # cat's PQ with the type's FN and FP removed
+        "duplicate": 0.8 / (1 + 4 / 2 + 5 / 2), "merge": 0.8 / (1 + 4 / 2 + 3 / 2),
+        "split": 0.8 / (1 + 3 / 2 + 4 / 2), "near_miss": 0.8 / (1 + 4 / 2 + 4 / 2),
+        "class_confusion": 0.8 / (1 + 5 / 2 + 4 / 2),
+    }
+    expected = {t: 100 * (v - pq_cat) / 4 for t, v in cat_without.items()}
+    expected["class_confusion"] += 100 * (1 - 0) / 4  # dog: from 0 to nothing left
+    expected["missed"] = 100 * (1 - 0) / 4  # grass
+    expected["false_positive"] = 0.0
+    assert report["pq_lost"] == pytest.approx(expected)
+
+
+def test_ground_truth_as_prediction_is_perfect(hand_made_files):
+    gt_files, _ = hand_made_files
+    report = run(gt_files, gt_files)
+    assert report["pq"]["all"]["pq"] == pytest.approx(100)
+    assert all(v == 0 for v in report["errors"].values()) and report["false_positives"] == 0
+    assert report["pq_lost"] == {t: 0 for t in report["errors"]}
