@@ -12,7 +12,7 @@ from panopticapi.evaluation import pq_compute
 from detr_panoptic_d2.analysis.inputs import PanopticFiles, paired_annotations
 from detr_panoptic_d2.analysis.report import analyze
 
-from .panoptic_files import write_split
+from .panoptic_files import perturbed, read_split, write_split
 
 CAT, DOG, GRASS, SKY = 1, 2, 10, 11
 
@@ -49,6 +49,7 @@ def hand_made_files(tmp_path):
 
 def test_every_error_type_counted_and_its_pq_loss(hand_made_files):
     report = run(*hand_made_files)
+    assert report["errors_fn_fp"]["merge"] == {"fn": 2, "fp": 1} and report["errors_fn_fp"]["split"] == {"fn": 1, "fp": 2}
     assert report["errors"] == {"missed": 1, "class_confusion": 1, "near_miss": 1, "duplicate": 1,
                                 "false_positive": 0, "merge": 1, "split": 1}
     assert report["errors_by_class"]["grass"]["missed"] == 1 and report["errors_by_class"]["cat"]["merge"] == 1
@@ -81,3 +82,41 @@ def test_ground_truth_as_prediction_is_perfect(hand_made_files):
     assert report["pq"]["all"]["pq"] == pytest.approx(100)
     assert all(v == 0 for v in report["errors"].values()) and report["false_positives"] == 0
     assert report["pq_lost"] == {t: 0 for t in report["errors"]}
+
+
+def test_matching_and_pq_equal_panopticapi(tmp_path):
+    """Shapes ground truth (some segments made crowd, some void) against predictions shifted,
+    relabelled and erased: the analysis's TP/FP/FN and PQ per class are pq_compute's."""
+    from .helpers import write_panoptic_split
+
+    gt_json, _, gt_dir = write_panoptic_split(tmp_path / "shapes", 12, seed=5)
+    images, categories = read_split(gt_json, gt_dir)
+    predictions = perturbed(images, categories)
+    for ids, classes in images[1::2]:  # the last segment of every other image becomes void
+        ids[ids == classes.popitem()[0]] = 0
+    crowd = [(i, s) for i, (_, classes) in enumerate(images) for s in list(classes)[:1] if i % 3 == 0]
+    gt_files = write_split(str(tmp_path / "gt"), images, categories, crowd=crowd)
+    pred_files = write_split(str(tmp_path / "pred"), predictions, categories)
+    report = run(gt_files, pred_files)
+    with contextlib.redirect_stdout(io.StringIO()):
+        oracle = pq_compute(gt_files[0], pred_files[0], gt_folder=gt_files[1], pred_folder=pred_files[1])
+    for kind, name in (("all", "All"), ("things", "Things"), ("stuff", "Stuff")):
+        assert report["pq"][kind]["pq"] == pytest.approx(100 * oracle[name]["pq"])
+        assert report["pq"][kind]["n"] == oracle[name]["n"]
+    for row in report["pq"]["per_class"]:
+        assert row["pq"] == pytest.approx(100 * oracle["per_class"][row["id"]]["pq"])
+        assert row["sq"] == pytest.approx(100 * oracle["per_class"][row["id"]]["sq"])
+    # The counts behind it: pq_compute's PQStat, through the function pq_compute runs.
+    from panopticapi.evaluation import pq_compute_single_core
+
+    with open(gt_files[0]) as f, open(pred_files[0]) as g:
+        pairs = list(zip(json.load(f)["annotations"], json.load(g)["annotations"]))
+    with contextlib.redirect_stdout(io.StringIO()):
+        stat = pq_compute_single_core(0, pairs, gt_files[1], pred_files[1], {c["id"]: c for c in categories})
+    totals = [sum(getattr(s, k) for s in stat.pq_per_cat.values()) for k in ("tp", "fn", "fp")]
+    assert [report["matched"], report["false_negatives"], report["false_positives"]] == totals
+    assert 0 < totals[0] and totals[1] > 0 and totals[2] > 0
+    # Every false negative and false positive has exactly one error type.
+    by_type = report["errors_fn_fp"].values()
+    assert [sum(t["fn"] for t in by_type), sum(t["fp"] for t in by_type)] == totals[1:]
+    assert sum(v > 0 for v in report["errors"].values()) >= 4

@@ -100,7 +100,8 @@ class DatasetErrors:
 
     def report(self):
         """Every number, JSON-ready: images, pq (all, things, stuff, per_class), pq_by_size,
-        matched / false_negatives / false_positives, errors, pq_lost, errors_by_class,
+        matched / false_negatives / false_positives, errors (events per type), errors_fn_fp (the
+        FN and FP each type accounts for), pq_lost, errors_by_class,
         pq_lost_by_class, errors_by_size, class_confusion (rows: ground truth, columns:
         prediction, over all categories)."""
         names = {i: c["name"] for i, c in self.categories.items()}
@@ -115,6 +116,8 @@ class DatasetErrors:
             "false_negatives": sum(s.fn for s in cats),
             "false_positives": sum(s.fp for s in cats),
             "errors": dict(self.counts),
+            "errors_fn_fp": {t: {k: sum(getattr(c, k) for c in stat.pq_per_cat.values()) for k in ("fn", "fp")}
+                             for t, stat in self.of_type.items()},
             "pq_lost": lost,
             "errors_by_class": {names[i]: counts for i, counts in self.by_class.items()},
             "pq_lost_by_class": lost_by_class,
