@@ -6,6 +6,7 @@ import io
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 from panopticapi.evaluation import pq_compute
 
@@ -120,3 +121,18 @@ def test_matching_and_pq_equal_panopticapi(tmp_path):
     by_type = report["errors_fn_fp"].values()
     assert [sum(t["fn"] for t in by_type), sum(t["fp"] for t in by_type)] == totals[1:]
     assert sum(v > 0 for v in report["errors"].values()) >= 4
+
+
+def test_tool_writes_report_plot_and_pictures(hand_made_files, tmp_path):
+    from .helpers import load_tool
+
+    (gt_json, gt_dir), (pred_json, pred_dir) = hand_made_files
+    out = tmp_path / "analysis"
+    load_tool("analyze_panoptic").main(["--gt-json", gt_json, "--gt-dir", gt_dir, "--pred-json", pred_json,
+                                        "--pred-dir", pred_dir, "--output", str(out), "--worst", "1"])
+    written = json.load(open(out / "analysis.json"))
+    assert written["errors"]["merge"] == 1 and set(written["pq"]) == {"all", "things", "stuff", "per_class"}
+    picture = np.asarray(Image.open(out / "worst" / "000001.png"))
+    assert picture.shape == (80, 800, 3)  # 4 panels of 40 x 100, twice the size
+    assert picture[:, 600:].std() > 0 and Image.open(out / "pq_lost.png").size[0] > 0
+    assert "class_confusion" in (out / "summary.txt").read_text()
