@@ -111,3 +111,19 @@ def test_a_stuff_class_split_over_segments(split, capsys):
     save(json_path, data)
     status, out = check(json_path, png_dir, capsys)
     assert status == 1 and f"stuff category {stuff['category_id']} ('" in out and "is split over segments" in out
+
+
+def test_registration_runs_the_cheap_checks_and_names_the_tool(split):
+    from detr_panoptic_d2.data import PanopticDataError
+    from detr_panoptic_d2.data.user_datasets import register_panoptic_files
+
+    json_path, image_dir, png_dir, data = split
+    data["categories"].append({**data["categories"][0], "name": "another"})
+    save(json_path, data)
+    os.remove(os.path.join(png_dir, data["annotations"][0]["file_name"]))
+    with pytest.raises(PanopticDataError) as error:
+        register_panoptic_files("broken_for_registration", json_path, image_dir, png_dir)
+    message = str(error.value)
+    assert f"category id {data['categories'][0]['id']} is listed 2 times" in message
+    assert f"{png_dir}/{data['annotations'][0]['file_name']}: image id 1: the file does not exist" in message
+    assert f"python tools/check_dataset.py --json {json_path} --png-dir {png_dir}" in message
