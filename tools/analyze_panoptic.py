@@ -13,7 +13,6 @@ COCO panoptic files as tools/demo.py --save-coco-panoptic and the evaluator writ
 Writes analysis.json, summary.txt (also printed), pq_lost.png and worst/<image>.png.
 """
 import argparse
-import sys
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
@@ -69,4 +68,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -147,10 +147,14 @@ def check_files_present(annotations, png_dir, image_dir=None, sample=None):
     """Each annotation's PNG (and, with ``image_dir``, input image) exists; the first
     ``sample`` annotations only when given."""
     problems = []
-    for annotation in annotations[:sample]:
+    for index, annotation in enumerate(annotations[:sample]):
+        if not isinstance(annotation, dict) or not isinstance(annotation.get("file_name"), str):
+            problems.append(Problem(png_dir, f"annotations[{index}] names no PNG (file_name)"))
+            continue
         paths = [os.path.join(png_dir, annotation["file_name"])]
         paths += [input_image_path(image_dir, annotation)] if image_dir else []
-        problems += [Problem(p, "the file does not exist", annotation["image_id"]) for p in paths if not os.path.isfile(p)]
+        problems += [Problem(p, "the file does not exist", annotation.get("image_id"))
+                     for p in paths if not os.path.isfile(p)]
     return problems
 
 
@@ -170,7 +174,7 @@ def check_png(annotation, image, png_dir):
     """One annotation's PNG against its segments_info and ``image`` (its ``images`` entry, or
     None). Returns (problems, {segment id: (area, bbox)} measured, or None when unreadable)."""
     path = os.path.join(png_dir, annotation["file_name"])
-    image_id = annotation["image_id"]
+    image_id = annotation.get("image_id")
     if not os.path.isfile(path):
         return [Problem(path, "the PNG does not exist", image_id)], None
     try:
@@ -206,15 +210,15 @@ def check_input_image(annotation, image, image_dir):
     """The input image exists and, read from its header, has the JSON's height and width."""
     path = input_image_path(image_dir, annotation)
     if not os.path.isfile(path):
-        return [Problem(path, "the input image does not exist", annotation["image_id"])]
+        return [Problem(path, "the input image does not exist", annotation.get("image_id"))]
     try:
         with Image.open(path) as f:
             width, height = f.size
     except OSError as e:
-        return [Problem(path, f"cannot be decoded: {e}", annotation["image_id"])]
+        return [Problem(path, f"cannot be decoded: {e}", annotation.get("image_id"))]
     if image and (image.get("height"), image.get("width")) != (height, width):
         return [Problem(path, f"the image is {height} x {width}, {image.get('height')} x {image.get('width')} in the JSON",
-                        annotation["image_id"])]
+                        annotation.get("image_id"))]
     return []
 
 
@@ -224,6 +228,9 @@ def fixed_annotations(annotations, measured):
     number of segments changed)."""
     fixed, changed = [], 0
     for annotation in annotations:
+        if not isinstance(annotation, dict) or not isinstance(annotation.get("segments_info"), list):
+            fixed.append(annotation)
+            continue
         pixels = measured.get(annotation.get("image_id")) or {}
         segments = []
         for s in annotation["segments_info"]:
