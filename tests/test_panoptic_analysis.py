@@ -4,6 +4,7 @@ the oracle of the matching."""
 import contextlib
 import io
 import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -136,3 +137,19 @@ def test_tool_writes_report_plot_and_pictures(hand_made_files, tmp_path):
     assert picture.shape == (80, 800, 3)  # 4 panels of 40 x 100, twice the size
     assert picture[:, 600:].std() > 0 and Image.open(out / "pq_lost.png").size[0] > 0
     assert "class_confusion" in (out / "summary.txt").read_text()
+
+
+def test_tool_reads_a_registered_dataset(tmp_path):
+    """--register then --dataset, as every tool registers a split; the ground truth as
+    prediction is perfect and the worst image is drawn over its input."""
+    from .helpers import load_tool, write_panoptic_split
+
+    gt_json, image_dir, png_dir = write_panoptic_split(tmp_path / "split", 3, seed=6)
+    out = tmp_path / "analysis"
+    report = load_tool("analyze_panoptic").main([
+        "--register", "analysis_registered", gt_json, image_dir, png_dir, "--dataset", "analysis_registered",
+        "--pred-json", gt_json, "--pred-dir", png_dir, "--output", str(out), "--worst", "1"])
+    assert report["pq"]["all"]["pq"] == pytest.approx(100) and sum(report["errors"].values()) == 0
+    picture = np.asarray(Image.open(report["worst_images"][0]["picture"]))
+    image = np.asarray(Image.open(os.path.join(image_dir, report["worst_images"][0]["file_name"][:-4] + ".jpg")))
+    assert picture.shape[1] == 8 * image.shape[1] and picture[:, : 2 * image.shape[1]].std() > 0
