@@ -33,7 +33,8 @@ def get_parser():
     split.add_argument("--dataset", help="a registered COCO-panoptic-format dataset")
     parser.add_argument("--png-dir", help="the split's panoptic PNG folder (with --json)")
     parser.add_argument("--image-dir", help="the split's input images, <PNG stem>.jpg (with --json)")
-    parser.add_argument("--write-fixed", metavar="OUT.json", help="write the JSON with area and bbox measured from the PNGs")
+    parser.add_argument("--write-fixed", metavar="OUT.json",
+                        help="write the JSON with area and bbox measured from the PNGs (never over a file)")
     parser.add_argument("--config-file", default=None, help="a config whose DATASETS.REGISTER to register")
     add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (with --config-file)")

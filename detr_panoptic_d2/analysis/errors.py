@@ -86,7 +86,8 @@ def _merges(match, category, fn_left, fp_left):
     events = []
     for p in match.pred:
         covered = [g for g in match.gts_under.get(p, []) if match.gt[g]["iscrowd"] != 1
-                   and match.gt[g]["category_id"] == category["pred", p] and match.overlap[g, p] > 0.5 * match.gt[g]["area"]]
+                   and match.gt[g]["category_id"] == category["pred", p]
+                   and match.overlap[g, p] > 0.5 * match.gt[g]["area"]]
         merged = [g for g in covered if g in fn_left]
         if len(covered) >= 2 and merged:
             for g in merged:
@@ -98,7 +99,8 @@ def _merges(match, category, fn_left, fp_left):
 def _splits(match, category, fn_left, fp_left):
     events = []
     for g in list(fn_left):
-        pieces = [p for p in sorted(match.preds_on.get(g, [])) if p in fp_left and category["pred", p] == category["gt", g]
+        pieces = [p for p in sorted(match.preds_on.get(g, []))
+                  if p in fp_left and category["pred", p] == category["gt", g]
                   and match.overlap.get((g, p), 0) > 0.5 * match.non_void_area(p)]
         inside = sum(match.overlap.get((g, p), 0) for p in pieces)
         union = match.gt[g]["area"] + sum(match.non_void_area(p) for p in pieces) - inside

@@ -83,7 +83,9 @@ def match_image(gt_annotation, pred_annotation, gt_ids, pred_ids, categories, wh
     for p, s in pred.items():
         if p in matched_pred:
             continue
-        ignored = overlap.get((VOID, p), 0) + (overlap.get((crowd[s["category_id"]], p), 0) if s["category_id"] in crowd else 0)
+        ignored = overlap.get((VOID, p), 0)
+        if s["category_id"] in crowd:
+            ignored += overlap.get((crowd[s["category_id"]], p), 0)
         if ignored / s["area"] <= 0.5:
             match.fp.append(p)
     return match

@@ -85,7 +85,8 @@ def summary_text(report, gt_json, pred_json):
     lines.append("Class confusion (ground truth -> prediction): "
                  + (", ".join(f"{a} -> {b} {n}" for n, a, b in sorted(pairs, reverse=True)) or "none"))
     if report.get("worst_images"):
-        lines.append("Worst images (PQ): " + ", ".join(f"{w['file_name']} {w['pq']:.1f}" for w in report["worst_images"]))
+        worst = ", ".join(f"{w['file_name']} {w['pq']:.1f}" for w in report["worst_images"])
+        lines.append(f"Worst images (PQ): {worst}")
     return "\n".join(lines) + "\n"
 
 

@@ -66,10 +66,13 @@ def check_categories(categories, json_path):
         else:
             names.setdefault(c["name"], []).append(index)
         if c.get("isthing") not in (0, 1) or isinstance(c.get("isthing"), float):
-            problems.append(Problem(json_path, f"{where} ({c.get('name')!r}) has isthing {c.get('isthing')!r}, not 0 or 1"))
+            problems.append(Problem(json_path, f"{where} ({c.get('name')!r}) has isthing {c.get('isthing')!r}, "
+                                    "not 0 or 1"))
         color = c.get("color")
-        if not (isinstance(color, list) and len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
-            problems.append(Problem(json_path, f"{where} ({c.get('name')!r}) has color {color!r}, not [R, G, B] in 0..255"))
+        if not (isinstance(color, list) and len(color) == 3
+                and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+            problems.append(Problem(json_path, f"{where} ({c.get('name')!r}) has color {color!r}, "
+                                    "not [R, G, B] in 0..255"))
     problems += [Problem(json_path, f"category id {i} is listed {len(at)} times (categories{at})")
                  for i, at in ids.items() if len(at) > 1]
     problems += [Problem(json_path, f"category name {n!r} is listed {len(at)} times (categories{at})")
@@ -95,7 +98,8 @@ def check_annotations(data, json_path):
     for index, annotation in enumerate(data["annotations"]):
         image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
         if image_id is None or not isinstance(annotation.get("segments_info"), list) or not annotation.get("file_name"):
-            problems.append(Problem(json_path, f"annotations[{index}] lacks image_id, file_name or a segments_info list"))
+            problems.append(Problem(json_path, f"annotations[{index}] lacks image_id, file_name or a "
+                                    "segments_info list"))
             continue
         if image_id not in images:
             problems.append(Problem(json_path, f"annotations[{index}] is for image id {image_id}, not in 'images'"))
@@ -194,7 +198,8 @@ def check_png(annotation, image, png_dir):
     for sid in sorted(set(declared) - set(measured)):
         problems.append(Problem(path, "in segments_info but not in the PNG", image_id, sid))
     for sid in sorted(set(measured) - set(declared)):
-        problems.append(Problem(path, f"in the PNG ({measured[sid][0]} pixels) but not in segments_info", image_id, sid))
+        problems.append(Problem(path, f"in the PNG ({measured[sid][0]} pixels) but not in segments_info",
+                                image_id, sid))
     for sid in sorted(set(declared) & set(measured)):
         area, bbox = measured[sid]
         if declared[sid].get("area") != area:
@@ -217,7 +222,8 @@ def check_input_image(annotation, image, image_dir):
     except OSError as e:
         return [Problem(path, f"cannot be decoded: {e}", annotation.get("image_id"))]
     if image and (image.get("height"), image.get("width")) != (height, width):
-        return [Problem(path, f"the image is {height} x {width}, {image.get('height')} x {image.get('width')} in the JSON",
+        return [Problem(path, f"the image is {height} x {width}, "
+                        f"{image.get('height')} x {image.get('width')} in the JSON",
                         annotation.get("image_id"))]
     return []
 
