@@ -30,7 +30,7 @@ def draw_panoptic(image_rgb, panoptic_seg, segments_info, metadata, seed=0):
         np.random.set_state(state)
 
 
-def _upscale_image_and_ids(image, ids, factor):
+def upscale_image_and_ids(image, ids, factor):
     """image: H x W x 3 uint8, ids: H x W segment ids -> both ``factor`` times larger (ids by
     pixel repetition), so that the drawn class names stay legible on small images."""
     size = (image.shape[1] * factor, image.shape[0] * factor)
@@ -55,9 +55,9 @@ def save_panoptic_visualizations(cfg, model, dataset_name, output_dir, num_image
             panoptic_seg, segments_info = model([mapper(record)])[0]["panoptic_seg"]
             image = read_image(record["file_name"], format="RGB")
             truth = rgb2id(read_image(record["pan_seg_file_name"], format="RGB"))
-            panels = [_upscale_image_and_ids(image, np.zeros(image.shape[:2]), scale)[0]]
+            panels = [upscale_image_and_ids(image, np.zeros(image.shape[:2]), scale)[0]]
             for ids, segments in ((panoptic_seg.cpu(), segments_info), (truth, record["segments_info"])):
-                big_image, big_ids = _upscale_image_and_ids(image, ids, scale)
+                big_image, big_ids = upscale_image_and_ids(image, ids, scale)
                 panels.append(draw_panoptic(big_image, big_ids, copy.deepcopy(segments), metadata))
             path = os.path.join(output_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png")
             Image.fromarray(np.concatenate(panels, axis=1)).save(path)

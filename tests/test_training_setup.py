@@ -7,13 +7,13 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.modeling import build_model
 
 from detr_panoptic_d2 import add_detr_panoptic_config
 from detr_panoptic_d2.data import register_panoptic_dataset
 from detr_panoptic_d2.engine import (
     PanopticSemSegEvaluator,
+    PerClassPanopticEvaluator,
     ThingsCOCOEvaluator,
     adapt_to_machine,
     build_optimizer,
@@ -101,12 +101,12 @@ def test_evaluators_follow_the_enabled_outputs_and_metadata(tmp_path, caplog):
     cfg.MODEL.DETR.TEST.INSTANCES_ON = True
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = True
     kinds = [type(e) for e in build_panoptic_evaluator(cfg, val, str(tmp_path))._evaluators]
-    assert kinds == [COCOPanopticEvaluator, ThingsCOCOEvaluator, PanopticSemSegEvaluator]
+    assert kinds == [PerClassPanopticEvaluator, ThingsCOCOEvaluator, PanopticSemSegEvaluator]
 
     cfg.MODEL.DETR.TEST.SEMANTIC_ON = False
     with caplog.at_level(logging.INFO, logger="detr_panoptic_d2"):
         kinds = [type(e) for e in build_panoptic_evaluator(cfg, val, str(tmp_path))._evaluators]
-    assert kinds == [COCOPanopticEvaluator, ThingsCOCOEvaluator]
+    assert kinds == [PerClassPanopticEvaluator, ThingsCOCOEvaluator]
     assert "SEMANTIC_ON is off" in caplog.text
 
     # The same files registered without instances JSON or semantic PNGs.
@@ -122,7 +122,7 @@ def test_evaluators_follow_the_enabled_outputs_and_metadata(tmp_path, caplog):
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="detr_panoptic_d2"):
             kinds = [type(e) for e in build_panoptic_evaluator(cfg, bare, str(tmp_path))._evaluators]
-        assert kinds == [COCOPanopticEvaluator]
+        assert kinds == [PerClassPanopticEvaluator]
         assert "has no json_file" in caplog.text and "no sem_seg_file_name" in caplog.text
         cfg.MODEL.DETR.TEST.PANOPTIC_ON = False
         with pytest.raises(NotImplementedError, match="No evaluator applies to 'shapes_evalsel_bare'"):

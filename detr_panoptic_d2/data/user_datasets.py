@@ -19,12 +19,15 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .dataset_checks import check_categories, check_files_present, check_schema
 from .errors import PanopticDataError
 from .panoptic_dataset import panoptic_metadata, register_panoptic_dataset
 
 logger = logging.getLogger(__name__)
 
 REGISTER_FIELDS = ("NAME", "JSON", "IMAGE_DIR", "PNG_DIR")
+# Annotations whose PNG and image registration checks for presence; tools/check_dataset.py checks all.
+PRESENCE_SAMPLE = 10
 # Fields of one split of DATASETS.REGISTER / dataloader.register; the last is optional.
 SPLIT_FIELDS = ("name", "json", "image_dir", "png_dir", "sem_seg_dir")
 YAML_KEY = "DATASETS.REGISTER"
@@ -40,7 +43,9 @@ def register_panoptic_files(name, panoptic_json, image_root, panoptic_root, sem_
 
     Registering the same files under the same name again does nothing. Raises ValueError when
     ``name`` is taken by other files, FileNotFoundError naming a missing path, and
-    PanopticDataError when the JSON has no usable ``categories``."""
+    PanopticDataError when the JSON has no usable ``categories`` or fails the cheap checks of
+    ``dataset_checks`` (the category table; the PNG and image of the first PRESENCE_SAMPLE
+    annotations exist), listing every problem and naming tools/check_dataset.py for the rest."""
     files = (panoptic_json, image_root, panoptic_root, sem_seg_root or None)
     if name in DatasetCatalog.list():
         meta = MetadataCatalog.get(name)
@@ -53,12 +58,23 @@ def register_panoptic_files(name, panoptic_json, image_root, panoptic_root, sem_
             raise FileNotFoundError(f"{key} {name}: {path} does not exist")
     try:
         with open(panoptic_json) as f:
-            categories = json.load(f)["categories"]
-        metadata = panoptic_metadata(categories)
+            data = json.load(f)
+        categories = data["categories"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise PanopticDataError(
             name, panoptic_json, f"not a COCO panoptic JSON with categories (id, name, isthing, color): {e!r}"
         ) from e
+    problems = check_schema(data, panoptic_json) or (
+        check_categories(categories, panoptic_json)
+        + check_files_present(data["annotations"], panoptic_root, image_root, sample=PRESENCE_SAMPLE)
+    )
+    if problems:
+        raise PanopticDataError(
+            name, panoptic_json,
+            "\n".join(map(str, problems)) + f"\nEvery check: python tools/check_dataset.py --json {panoptic_json} "
+            f"--png-dir {panoptic_root} --image-dir {image_root}",
+        )
+    metadata = panoptic_metadata(categories)
     register_panoptic_dataset(name, metadata, image_root, panoptic_root, panoptic_json, sem_seg_root=files[3])
 
 

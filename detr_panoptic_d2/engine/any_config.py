@@ -13,7 +13,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.modeling import build_model
 
 from ..data import DetrPanopticDatasetMapper
-from ..data.user_datasets import register_lazy_splits
+from ..data.user_datasets import register_config_splits, register_lazy_splits, split_entry
 from .defaults import load_config
 from .lazy import _names, adapt_lazy_config
 
@@ -76,3 +76,14 @@ def load_any_config(config_file, opts=(), register=()):
     register_lazy_splits(cfg, register)
     adapt_lazy_config(cfg, eval_only=True)
     return AnyConfig(cfg, lazy=True)
+
+
+def register_tool_datasets(config_file=None, opts=(), register=()):
+    """For the data tools whose config is optional (tools/check_dataset.py,
+    tools/analyze_panoptic.py): registers the splits of ``config_file``'s DATASETS.REGISTER
+    (dataloader.register) and of the ``--register`` values ``register``, as every tool does;
+    the built-in shapes splits are registered on import."""
+    if config_file:
+        load_any_config(config_file, opts, register)
+    else:
+        register_config_splits([split_entry(*values) for values in register], "--register")

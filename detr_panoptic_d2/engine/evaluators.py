@@ -3,7 +3,8 @@
 For a dataset whose metadata says ``evaluator_type: "coco_panoptic_seg"`` (Detectron2's COCO
 panoptic datasets and those registered with ``register_panoptic_dataset``):
 
-- PQ, SQ, RQ: ``COCOPanopticEvaluator``, with MODEL.DETR.TEST.PANOPTIC_ON;
+- PQ, SQ, RQ, and the same per class: ``PerClassPanopticEvaluator`` (Detectron2's
+  ``COCOPanopticEvaluator`` plus the per-class table), with MODEL.DETR.TEST.PANOPTIC_ON;
 - box AP (and mask AP with MODEL.MASK_ON) on the things: ``ThingsCOCOEvaluator``, with
   MODEL.DETR.TEST.INSTANCES_ON and an instances JSON (metadata ``json_file``);
 - mIoU over all classes: ``PanopticSemSegEvaluator``, with MODEL.DETR.TEST.SEMANTIC_ON and
@@ -17,12 +18,19 @@ Each one left out is logged with the reason. ``panoptic_evaluators`` takes these
 arguments (LazyConfigs link them to the model's ``panoptic_on``, ``instances_on``,
 ``semantic_on``); ``build_panoptic_evaluator`` reads them from a yacs config.
 """
+import itertools
+import json
 import logging
+import os
+import tempfile
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
 from detectron2.evaluation import COCOEvaluator, COCOPanopticEvaluator, DatasetEvaluators, SemSegEvaluator
+from detectron2.evaluation.panoptic_evaluation import _print_panoptic_results
+from detectron2.utils import comm
 
+from ..analysis.per_class import panoptic_statistics, per_class_metrics, per_class_table, pq_summary, write_per_class
 from ..data.image_io import load_semantic_png
 from ..data.metadata import contiguous_to_dataset
 
@@ -44,6 +52,55 @@ class PanopticSemSegEvaluator(SemSegEvaluator):
             dataset_name, distributed=distributed, output_dir=output_dir, sem_seg_loading_fn=load_semantic_png
         )
         self._contiguous_id_to_dataset_id = contiguous_to_dataset(MetadataCatalog.get(dataset_name))
+
+
+class PerClassPanopticEvaluator(COCOPanopticEvaluator):
+    """Detectron2's ``COCOPanopticEvaluator`` that also reports PQ per class.
+
+    The metrics dict keeps Detectron2's keys (``PQ``, ``SQ``, ``RQ``, ``PQ_th``, ... ``RQ_st``)
+    and adds ``PQ-<class>``, ``SQ-<class>``, ``RQ-<class>`` for every class present in the ground
+    truth or the predictions (``analysis.per_class.per_class_metrics``). After Detectron2's
+    All/Things/Stuff table the log gets the per-class table (PQ, SQ, RQ, TP, FP, FN, thing or
+    stuff), from panopticapi's own ``PQStat``. With an ``output_dir`` it writes there
+    ``predictions.json`` (as Detectron2), the prediction PNGs in ``predictions/`` (Detectron2
+    deletes them; tools/analyze_panoptic.py reads them) and ``per_class_pq.json`` / ``.csv``.
+    """
+
+    def evaluate(self):
+        comm.synchronize()
+        predictions = list(itertools.chain(*comm.gather(self._predictions)))
+        if not comm.is_main_process():
+            return None
+        with tempfile.TemporaryDirectory(prefix="panoptic_eval") as tmp:
+            output_dir = self._output_dir or tmp
+            pred_dir = os.path.join(output_dir, "predictions")
+            os.makedirs(pred_dir, exist_ok=True)
+            annotations = []
+            for p in predictions:
+                with open(os.path.join(pred_dir, p["file_name"]), "wb") as f:
+                    f.write(p["png_string"])
+                annotations.append({k: v for k, v in p.items() if k != "png_string"})
+            with open(self._metadata.panoptic_json, encoding="utf-8") as f:
+                json_data = json.load(f)
+            json_data["annotations"] = annotations
+            pred_json = os.path.join(output_dir, "predictions.json")
+            with open(pred_json, "w", encoding="utf-8") as f:
+                json.dump(json_data, f)
+            pq_stat, categories = panoptic_statistics(
+                self._metadata.panoptic_json, pred_json, self._metadata.panoptic_root, pred_dir
+            )
+            summary = pq_summary(pq_stat, categories)
+            if self._output_dir:
+                write_per_class(summary["per_class"], os.path.join(output_dir, "per_class_pq.json"),
+                                os.path.join(output_dir, "per_class_pq.csv"))
+        _print_panoptic_results({name.capitalize(): {**{k: v / 100 for k, v in summary[name].items() if k != "n"},
+                                                     "n": summary[name]["n"]} for name in ("all", "things", "stuff")})
+        logger.info("Panoptic quality per class:\n" + per_class_table(summary["per_class"]))
+        res = {}
+        for suffix, name in (("", "all"), ("_th", "things"), ("_st", "stuff")):
+            res.update({f"{k.upper()}{suffix}": summary[name][k] for k in ("pq", "sq", "rq")})
+        res.update(per_class_metrics(summary["per_class"]))
+        return {"panoptic_seg": res}
 
 
 class ThingsCOCOEvaluator(COCOEvaluator):
@@ -103,7 +160,7 @@ def panoptic_evaluators(
     if not panoptic_on:
         skipped.append("PQ (COCOPanopticEvaluator): PANOPTIC_ON is off (MODEL.DETR.TEST.PANOPTIC_ON, model.postprocessor.panoptic_on)")
     else:
-        evaluators.append(COCOPanopticEvaluator(dataset_name, output_dir))
+        evaluators.append(PerClassPanopticEvaluator(dataset_name, output_dir))
     if not instances_on:
         skipped.append("AP (COCOEvaluator): INSTANCES_ON is off (MODEL.DETR.TEST.INSTANCES_ON, model.postprocessor.instances_on)")
     elif not meta.get("json_file", None):

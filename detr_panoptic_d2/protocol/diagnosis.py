@@ -12,6 +12,9 @@ segments by the model's own Hungarian matcher (its training costs), and:
   (``select_queries`` at the score threshold) with the right class;
 - duplicates: kept queries that are not matched but whose mask overlaps a matched query's
   mask with IoU >= ``duplicate_iou``; false positives: the other kept, unmatched queries.
+
+These are queries before the panoptic merge; the errors of the output segments, which PQ
+counts, are ``detr_panoptic_d2.analysis``'s (tools/analyze_panoptic.py).
 """
 import torch
 from detectron2.modeling.postprocessing import sem_seg_postprocess
