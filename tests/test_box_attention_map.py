@@ -13,15 +13,16 @@ D = 32
 
 
 def _two_blobs():
-    """An 8 x 8 memory, zero but for the same feature at cells (1, 2) and (5, 6), its sine
+    """An 8 x 8 memory, zero but for the same feature at cells (1, 6) and (6, 1) (each the
+    other's transpose, so that a map reading x for y would peak on the wrong one), its sine
     encoding, and the boxes centred on those cells (PositionEmbeddingSine puts cell (i, j) at
     ((j + 1) / w, (i + 1) / h))."""
     torch.manual_seed(0)
     mask = torch.zeros(1, 8, 8, dtype=torch.bool)
     feature = torch.randn(D)
     memory = torch.zeros(1, D, 8, 8)
-    memory[0, :, 1, 2] = memory[0, :, 5, 6] = feature
-    boxes = torch.tensor([[3 / 8, 2 / 8, 0.2, 0.2], [7 / 8, 6 / 8, 0.2, 0.2]])
+    memory[0, :, 1, 6] = memory[0, :, 6, 1] = feature
+    boxes = torch.tensor([[7 / 8, 2 / 8, 0.2, 0.2], [2 / 8, 7 / 8, 0.2, 0.2]])
     return feature, memory, PositionEmbeddingSine(D // 2)(mask), mask, boxes
 
 
@@ -44,7 +45,7 @@ def test_identical_objects_at_two_places_get_each_its_own_map():
     # Exact by construction: same query, same keys. Without boxes the two maps are the same.
     assert torch.equal(plain_maps[0], plain_maps[1])
     peaks = [divmod(int(m.flatten().argmax()), 8) for m in maps]
-    assert peaks == [(1, 2), (5, 6)]
+    assert peaks == [(1, 6), (6, 1)]
     assert (maps[0] - maps[1]).abs().max() > 0.1
     torch.testing.assert_close(maps.sum((1, 2, 3)), torch.ones(2))
 
