@@ -104,6 +104,28 @@ def test_negatives_say_no_object_at_full_weight_in_the_class_loss():
     assert with_negatives["loss_bbox_dn"] == 0
 
 
+def test_mask_denoising_losses_cover_the_positive_queries():
+    criterion = SetCriterion(2, HungarianMatcher(), deep_supervision=False)
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :4], masks[1, :, :4] = True, True
+    targets = [{"labels": torch.tensor([0, 1]), "boxes": torch.tensor([[0.5, 0.25, 1.0, 0.5], [0.25, 0.5, 0.5, 1.0]]),
+                "masks": masks}]
+    calls = []
+
+    def pred_masks(batch_idx, query_idx):  # query 2 + j predicts target j's mask, at the targets' size
+        calls.append((batch_idx.tolist(), query_idx.tolist()))
+        return torch.where(masks[query_idx - 2], 5.0, -5.0)
+
+    assigned = {"pred_logits": torch.zeros(1, 1, 4, 3), "pred_boxes": torch.full((1, 1, 4, 4), 0.5),
+                "indices": [(torch.tensor([2, 3]), torch.tensor([0, 1]))], "pred_masks": pred_masks, "normalizer": 2}
+    losses = criterion.assigned_losses(assigned, targets, 2.0, "dn")
+    assert calls == [([0, 0], [2, 3])]
+    expected = criterion.mask_losses(torch.where(masks, 5.0, -5.0), masks, 4.0)
+    torch.testing.assert_close(losses["loss_mask_dn"], expected["loss_mask"])
+    torch.testing.assert_close(losses["loss_dice_dn"], expected["loss_dice"])
+    assert "loss_mask_dn" not in criterion.assigned_losses({**assigned, "pred_masks": None}, targets, 2.0, "dn")
+
+
 def test_anchor_denoising_trains_through_the_anchor_transformer():
     torch.manual_seed(0)
     transformer, boxes_head, classes = AnchorTransformer(32, 4, 1, 2, 64, 0.0), box_head(32), class_head(32, 5)

@@ -1,5 +1,7 @@
 """Model components; importing this module registers them in Detectron2's registries."""
+from .anchor_transformer import AnchorTransformer, init_anchor_queries
 from .backbone import levels_fine_to_coarse, torchvision_dilation
+from .box_attention_map import BoxAwareAttentionMap
 from .criterion import SetCriterion
 from .mask_head import DETR_MASK_HEAD_REGISTRY, DetrMaskHead, FPNMaskHead, build_mask_head
 from .attention_map import MultiHeadAttentionMap
@@ -11,6 +13,8 @@ from .position_encoding import PositionEmbeddingLearned, PositionEmbeddingSine
 from .transformer import Transformer
 
 __all__ = [
+    "AnchorTransformer",
+    "BoxAwareAttentionMap",
     "DETR_MASK_HEAD_REGISTRY",
     "DetrMaskHead",
     "DetrOutputs",
@@ -26,6 +30,7 @@ __all__ = [
     "basic_resnet_stages",
     "build_basic_resnet_backbone",
     "build_mask_head",
+    "init_anchor_queries",
     "levels_fine_to_coarse",
     "torchvision_dilation",
 ]

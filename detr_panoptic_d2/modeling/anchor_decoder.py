@@ -27,14 +27,14 @@ from .transformer import TransformerDecoderLayer
 EPS = 1e-5
 
 
-def float32(x):
+def _float32(x):
     """Context in which ``x``'s device computes in float32 under any autocast."""
     return torch.autocast(x.device.type, enabled=False)
 
 
 def inverse_sigmoid(x, eps=EPS):
     """log(x / (1 - x)) in float32, x clamped to [eps, 1 - eps]: finite for x in [0, 1]."""
-    with float32(x):
+    with _float32(x):
         x = x.float().clamp(0, 1)
         return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
@@ -42,7 +42,7 @@ def inverse_sigmoid(x, eps=EPS):
 def refine(offset, reference):
     """offset: ... x 4 predicted in inverse-sigmoid space; reference: ... x 4 boxes in [0, 1].
     Returns sigmoid(offset + inverse_sigmoid(reference)), float32."""
-    with float32(offset):
+    with _float32(offset):
         return (offset.float() + inverse_sigmoid(reference)).sigmoid()
 
 
@@ -50,7 +50,7 @@ def anchor_sine_codes(anchors, d_model):
     """anchors: ... x 4 (cx, cy, w, h). Returns float32 (code ... x 2d, the sine codes of cx,
     cy, w, h, d / 2 channels each; centre ... x d, those of cy then cx: the layout of
     PositionEmbeddingSine's pixel codes, whose frequencies they share)."""
-    with float32(anchors):
+    with _float32(anchors):
         code = box_sine_code(anchors.float(), 2 * d_model)
         per = code.unflatten(-1, (4, d_model // 2))
         return code, torch.cat([per[..., 1, :], per[..., 0, :]], -1)
@@ -119,7 +119,7 @@ class AnchorBoxDecoder(nn.Module):
         with centre code ``centre`` (B x Q x d, from ``anchor_sine_codes``)."""
         scale = None if first else self.query_scale(tgt)
         wh_ref = None if self.ref_anchor_head is None else self.ref_anchor_head(tgt).sigmoid()
-        with float32(anchor):
+        with _float32(anchor):
             spatial = centre if scale is None else centre * scale.float()
             if wh_ref is not None:
                 ratio = wh_ref.float() / anchor[..., 2:].float().clamp(min=EPS)  # (w, h) ratios

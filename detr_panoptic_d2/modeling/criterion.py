@@ -72,7 +72,10 @@ class SetCriterion(nn.Module):
       must say "no object", as unmatched ones do. Optional "negatives": per image a
       query_idx long tensor of queries that must say "no object" at weight 1 in the class
       loss instead of NO_OBJECT_WEIGHT (DINO's contrastive denoising negatives, which would
-      otherwise weigh as little as padding); they get no box loss.
+      otherwise weigh as little as padding); they get no box loss. Optional "pred_masks": a
+      function ``(batch_idx, query_idx) -> T x h x w`` mask logits of the entry's queries, as
+      the outputs' "pred_masks": the mask losses at the entry's pairs too (mask denoising),
+      keys "loss_mask_<name>" and "loss_dice_<name>", with the entry's normalizer.
     """
 
     def __init__(
@@ -203,7 +206,8 @@ class SetCriterion(nn.Module):
 
     def assigned_losses(self, assigned, targets, num_boxes, name):
         """Class and box losses of queries with known targets (the "assigned" entry of
-        ``forward``'s outputs, see the class docstring) on every supervised layer."""
+        ``forward``'s outputs, see the class docstring) on every supervised layer, and their
+        mask losses when the entry has "pred_masks"."""
         indices, num = assigned["indices"], num_boxes * assigned.get("normalizer", 1)
         layers = range(len(assigned["pred_logits"])) if self.deep_supervision else [-1]
         last = len(assigned["pred_logits"]) - 1
@@ -212,6 +216,11 @@ class SetCriterion(nn.Module):
             suffix = f"_{name}" if i in (-1, last) else f"_{name}_{i}"
             logits, boxes = assigned["pred_logits"][i], assigned["pred_boxes"][i]
             losses.update(self._weighted(logits, boxes, targets, indices, num, suffix, assigned.get("negatives")))
+        if assigned.get("pred_masks") is not None:
+            batch_idx, query_idx = matched_pairs(indices)
+            target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+            mask_losses = self.mask_losses(assigned["pred_masks"](batch_idx, query_idx), target_masks, num)
+            losses.update({f"{key}_{name}": value for key, value in mask_losses.items()})
         return losses
 
     def matched_mask_losses(self, segment, targets, indices, groups, num_queries, num_boxes):
