@@ -1,5 +1,5 @@
-"""Training-only denoising queries (DN-DETR, Li et al., CVPR 2022) in vanilla DETR's form
-(MODEL.DETR.DN).
+"""Training-only denoising queries (DN-DETR, Li et al., CVPR 2022) for vanilla DETR's decoder
+(MODEL.DETR.DN) and, with ``anchors``, for the anchor-box decoder.
 
 Each ground-truth segment of an image enters the decoder D times (D groups) as an extra query
 built from a noised copy of its box and label: the query's position is a small MLP over the
@@ -20,9 +20,9 @@ content), whose target is "no object".
 With ``anchors`` (for the anchor-box decoder, modeling/anchor_transformer.py) a query's noised
 box enters as its anchor (B x Q x 4 in [0, 1]) instead of a position vector: the decoder
 builds its positional query from it as from any anchor. The content is the label embedding
-in both modes, all d channels. DN-DETR appends an indicator channel (1 for denoising
-queries) because its matching queries' content is a learned embedding; here the matching
-queries start from zero content, and the attention mask keeps them from the denoising ones.
+in both modes, all d channels, without DN-DETR's indicator channel (1 for denoising queries,
+0 for matching ones, whose content there is a learned embedding): here the matching queries
+start from zero content, and the attention mask keeps them from the denoising ones.
 
 With ``negatives`` (DINO's contrastive denoising) each group holds, after the M positive
 copies, M negative copies of the segments, noised by the same rule with |u| in [1, 2]
