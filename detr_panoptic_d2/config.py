@@ -220,6 +220,14 @@ def add_detr_panoptic_config(cfg):
     keys.MODEL.DETR.TEST.MERGE_STUFF_FILLS_VOID = True
     # --- end of the panoptic merge rule ---
 
+    # --- the box-aware attention map (modeling/box_attention_map.py) ---
+    # True: DetrMaskHead's attention map also reads each object's final box and the grid's
+    # positional encoding (per head [content, sine code of the box centre] against [memory,
+    # pixel position]), for anchor-box decoders, whose box embeddings encode offsets from
+    # their anchors rather than absolute positions. False: DETR's map (content only).
+    keys.MODEL.DETR.MASK_HEAD.BOX_AWARE = False
+    # --- end of the box-aware attention map ---
+
     # DETR's training augmentation: with probability CROP.PROB (ours), resize the shortest
     # edge to one of INPUT.DETR.CROP_PRE_RESIZE, crop with INPUT.CROP, then the usual
     # multi-scale resize (INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN).

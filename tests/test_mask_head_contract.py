@@ -20,7 +20,7 @@ class AttentionConvTestHead(nn.Module):
         self.conv = nn.Conv2d(m, 1, 1)
         self.stride = input_shape[cfg.MODEL.DETR.IN_FEATURE].stride
 
-    def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
+    def forward(self, queries, batch_idx, memory, memory_mask, projected, features, boxes=None, pos=None):
         maps = self.attention_map(queries, batch_idx, memory, memory_mask)
         return self.conv(maps)[:, 0], maps
 

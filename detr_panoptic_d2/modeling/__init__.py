@@ -1,5 +1,7 @@
 """Model components; importing this module registers them in Detectron2's registries."""
+from .anchor_transformer import AnchorTransformer, init_anchor_queries
 from .backbone import levels_fine_to_coarse, torchvision_dilation
+from .box_attention_map import BoxAwareAttentionMap
 from .criterion import SetCriterion
 from .denoising import DenoisingQueries
 from .encoder_supervision import EncoderSemanticLoss
@@ -17,6 +19,8 @@ from .training_queries import TrainingQueries
 from .transformer import Transformer
 
 __all__ = [
+    "AnchorTransformer",
+    "BoxAwareAttentionMap",
     "DETR_MASK_HEAD_REGISTRY",
     "DenoisingQueries",
     "DetrMaskHead",
@@ -38,6 +42,7 @@ __all__ = [
     "basic_resnet_stages",
     "build_basic_resnet_backbone",
     "build_mask_head",
+    "init_anchor_queries",
     "levels_fine_to_coarse",
     "torchvision_dilation",
 ]

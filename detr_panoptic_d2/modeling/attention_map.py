@@ -31,16 +31,30 @@ class MultiHeadAttentionMap(nn.Module):
         nn.init.xavier_uniform_(self.q_linear.weight)
         self.normalize_fact = float(self.head_dim) ** -0.5
 
-    def _project_queries(self, queries):
-        """q_linear applied to each query on its own (T x d -> T x hidden).
+    def _project_queries(self, queries, linear=None):
+        """``linear`` (default q_linear) applied to each query on its own (T x d -> T x hidden).
 
         One 1 x d product per query (baddbmm over queries) rather than one T x d product: BLAS
         libraries take other code paths, with other rounding, for small T, so with a single
         product a query's result would depend on how many queries the head runs on, and the
         mask head on kept queries would not reproduce the all-query result bit for bit.
         """
-        weight = self.q_linear.weight.T.expand(queries.shape[0], -1, -1)
-        return torch.baddbmm(self.q_linear.bias, queries[:, None, :], weight)[:, 0]
+        linear = self.q_linear if linear is None else linear
+        weight = linear.weight.T.expand(queries.shape[0], -1, -1)
+        return torch.baddbmm(linear.bias, queries[:, None, :], weight)[:, 0]
+
+    def _project_grid(self, grid, linear):
+        """``linear`` applied at every cell of ``grid`` (B x d x h x w): B x M x head_dim x hw."""
+        k = F.conv2d(grid, linear.weight[:, :, None, None], linear.bias)
+        return k.view(k.shape[0], self.num_heads, self.head_dim, -1)
+
+    def _maps(self, q, k, batch_idx, padding_mask):
+        """q: T x M x c scaled queries; k: B x M x c x hw keys; padding_mask: B x h x w.
+        Returns T x M x h x w, softmax over each query's heads and positions jointly."""
+        scores = torch.einsum("tmc,tmcp->tmp", q, k[batch_idx])
+        scores = scores.masked_fill(padding_mask.flatten(1)[batch_idx, None, :], float("-inf"))
+        weights = F.softmax(scores.flatten(1), dim=-1).view(q.shape[0], self.num_heads, *padding_mask.shape[1:])
+        return self.dropout(weights)
 
     def forward(self, queries, batch_idx, memory, padding_mask):
         """queries: T x d box embeddings; batch_idx: T long, the image of each query;
@@ -49,12 +63,5 @@ class MultiHeadAttentionMap(nn.Module):
         Returns T x M x h x w attention maps (each query's M*h*w scores sum to 1).
         """
         t = queries.shape[0]
-        m = self.num_heads
-        q = self._project_queries(queries).view(t, m, self.head_dim) * self.normalize_fact
-        k = F.conv2d(memory, self.k_linear.weight[:, :, None, None], self.k_linear.bias)
-        b, _, h, w = k.shape
-        k = k.view(b, m, self.head_dim, h * w)
-        scores = torch.einsum("tmc,tmcp->tmp", q, k[batch_idx])
-        scores = scores.masked_fill(padding_mask.flatten(1)[batch_idx, None, :], float("-inf"))
-        weights = F.softmax(scores.flatten(1), dim=-1).view(t, m, h, w)
-        return self.dropout(weights)
+        q = self._project_queries(queries).view(t, self.num_heads, self.head_dim) * self.normalize_fact
+        return self._maps(q, self._project_grid(memory, self.k_linear), batch_idx, padding_mask)

@@ -73,7 +73,13 @@ class SetCriterion(nn.Module):
       target segments, e.g. the number of denoising groups}. Each gets the class and box losses
       at the given pairs on every layer (``assigned_losses``), keys suffixed "_<name>" (and
       "_<name>_<layer>" below the last with deep supervision); its queries without a target
-      must say "no object", as unmatched ones do.
+      must say "no object", as unmatched ones do. Optional "negatives": per image a
+      query_idx long tensor of queries that must say "no object" at weight 1 in the class
+      loss instead of NO_OBJECT_WEIGHT (DINO's contrastive denoising negatives, which would
+      otherwise weigh as little as padding); they get no box loss. Optional "pred_masks": a
+      function ``(batch_idx, query_idx) -> T x h x w`` mask logits of the entry's queries, as
+      the outputs' "pred_masks": the mask losses at the entry's pairs too (mask denoising),
+      keys "loss_mask_<name>" and "loss_dice_<name>", with the entry's normalizer.
     """
 
     def __init__(
@@ -138,12 +144,19 @@ class SetCriterion(nn.Module):
             torch.distributed.all_reduce(num)
         return torch.clamp(num / comm.get_world_size(), min=1).item()
 
-    def class_loss(self, logits, targets, indices):
-        """logits: B x N x (K+1). Weighted cross-entropy; unmatched queries target no-object."""
+    def class_loss(self, logits, targets, indices, negatives=None):
+        """logits: B x N x (K+1). Weighted cross-entropy (mean over queries weighted by their
+        target's class weight); unmatched queries target no-object. negatives: None, or per
+        image the query_idx of queries targeting no-object at weight 1 (see the class docstring)."""
         target_classes = torch.full(logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device)
         batch_idx, pred_idx = matched_pairs(indices)
         target_classes[batch_idx, pred_idx] = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)])
-        return F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.empty_weight)
+        if negatives is None:
+            return F.cross_entropy(logits.transpose(1, 2).float(), target_classes, self.empty_weight)
+        weight = self.empty_weight[target_classes]
+        weight[matched_pairs([(q, q) for q in negatives])] = 1.0
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), target_classes, reduction="none")
+        return (nll * weight).sum() / weight.sum()
 
     def box_losses(self, boxes, targets, indices, num_boxes):
         """boxes: B x N x 4 normalized cxcywh. Returns (L1, GIoU) losses over matched pairs."""
@@ -190,25 +203,32 @@ class SetCriterion(nn.Module):
         targets = [t for t in targets for _ in range(groups)]
         return indices, self._weighted(logits, boxes, targets, indices, num_boxes * groups, suffix)
 
-    def _weighted(self, logits, boxes, targets, indices, num_boxes, suffix):
+    def _weighted(self, logits, boxes, targets, indices, num_boxes, suffix, negatives=None):
         """The weighted class and box losses at the given (query, target) pairs."""
         l1, giou = self.box_losses(boxes, targets, indices, num_boxes)
         return {
-            "loss_ce" + suffix: self.class_weight * self.class_loss(logits, targets, indices),
+            "loss_ce" + suffix: self.class_weight * self.class_loss(logits, targets, indices, negatives),
             "loss_bbox" + suffix: self.l1_weight * l1,
             "loss_giou" + suffix: self.giou_weight * giou,
         }
 
     def assigned_losses(self, assigned, targets, num_boxes, name):
         """Class and box losses of queries with known targets (the "assigned" entry of
-        ``forward``'s outputs, see the class docstring) on every supervised layer."""
+        ``forward``'s outputs, see the class docstring) on every supervised layer, and their
+        mask losses when the entry has "pred_masks"."""
         indices, num = assigned["indices"], num_boxes * assigned.get("normalizer", 1)
         layers = range(len(assigned["pred_logits"])) if self.deep_supervision else [-1]
         last = len(assigned["pred_logits"]) - 1
         losses = {}
         for i in layers:
             suffix = f"_{name}" if i in (-1, last) else f"_{name}_{i}"
-            losses.update(self._weighted(assigned["pred_logits"][i], assigned["pred_boxes"][i], targets, indices, num, suffix))
+            logits, boxes = assigned["pred_logits"][i], assigned["pred_boxes"][i]
+            losses.update(self._weighted(logits, boxes, targets, indices, num, suffix, assigned.get("negatives")))
+        if assigned.get("pred_masks") is not None:
+            batch_idx, query_idx = matched_pairs(indices)
+            target_masks = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices)])
+            mask_losses = self.mask_losses(assigned["pred_masks"](batch_idx, query_idx), target_masks, num)
+            losses.update({f"{key}_{name}": value for key, value in mask_losses.items()})
         return losses
 
     def matched_mask_losses(self, segment, targets, indices, groups, num_queries, num_boxes):

@@ -1,5 +1,5 @@
-"""Training-only denoising queries (DN-DETR, Li et al., CVPR 2022) in vanilla DETR's form
-(MODEL.DETR.DN).
+"""Training-only denoising queries (DN-DETR, Li et al., CVPR 2022) for vanilla DETR's decoder
+(MODEL.DETR.DN) and, with ``anchors``, for the anchor-box decoder.
 
 Each ground-truth segment of an image enters the decoder D times (D groups) as an extra query
 built from a noised copy of its box and label: the query's position is a small MLP over the
@@ -16,6 +16,21 @@ centre moves by up to ``box_noise`` x half its size and its width and height are
 factor in [1 - box_noise, 1 + box_noise] (uniform), then clipped to the image. Images with
 fewer segments than the batch's most are padded with empty queries (zero position and
 content), whose target is "no object".
+
+With ``anchors`` (for the anchor-box decoder, modeling/anchor_transformer.py) a query's noised
+box enters as its anchor (B x Q x 4 in [0, 1]) instead of a position vector: the decoder
+builds its positional query from it as from any anchor. The content is the label embedding
+in both modes, all d channels, without DN-DETR's indicator channel (1 for denoising queries,
+0 for matching ones, whose content there is a learned embedding): here the matching queries
+start from zero content, and the attention mask keeps them from the denoising ones.
+
+With ``negatives`` (DINO's contrastive denoising) each group holds, after the M positive
+copies, M negative copies of the segments, noised by the same rule with |u| in [1, 2]
+instead of [0, 1] per coordinate: the centre moves along each axis by between
+``box_noise`` and 2 ``box_noise`` x half the box, and width and height are scaled by
+1 +- a factor in [``box_noise``, 2 ``box_noise``] (sizes clamped to at least 1e-4, centres
+clipped to the image). A negative's target is "no object", at full weight in the class loss
+(SetCriterion's "assigned" entry "negatives"); it has no box loss.
 """
 import math
 
@@ -42,9 +57,12 @@ class DenoisingQueries(nn.Module):
         groups: D, the copies of each segment (DN-DETR: 5).
         label_noise: probability that a label is replaced (DN-DETR: 0.2).
         box_noise: the box noise scale (DN-DETR: 0.4).
+        anchors: the queries' positions are their noised boxes, for the anchor-box decoder
+            (no ``box_embed``); False: d-dimensional positions, for ``Transformer``.
+        negatives: add a negative copy of each segment per group (contrastive denoising).
     """
 
-    def __init__(self, hidden_dim, num_classes, groups=5, label_noise=0.2, box_noise=0.4):
+    def __init__(self, hidden_dim, num_classes, groups=5, label_noise=0.2, box_noise=0.4, anchors=False, negatives=False):
         super().__init__()
         if hidden_dim % 8:
             raise ValueError(f"denoising queries need MODEL.DETR.HIDDEN_DIM divisible by 8, got {hidden_dim}")
@@ -55,15 +73,23 @@ class DenoisingQueries(nn.Module):
             )
         self.hidden_dim, self.num_classes = hidden_dim, num_classes
         self.groups, self.label_noise, self.box_noise = groups, label_noise, box_noise
+        self.anchors, self.negatives = anchors, negatives
         with torch.random.fork_rng(devices=[]):  # training-only: the model re-draws it in its layer order
             self.label_embed = nn.Embedding(num_classes, hidden_dim)
-            self.box_embed = nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+            self.box_embed = (
+                None
+                if anchors
+                else nn.Sequential(nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim))
+            )
 
-    def noised(self, labels, boxes):
-        """labels: n, boxes: n x 4 cxcywh -> their noised copies (the module docstring's rule)."""
+    def noised(self, labels, boxes, negative=False):
+        """labels: n, boxes: n x 4 cxcywh -> their noised copies (the module docstring's rule;
+        ``negative``: a negative copy's, |u| in [1, 2])."""
         flip = torch.rand(labels.shape, device=labels.device) < self.label_noise
         labels = torch.where(flip, torch.randint_like(labels, self.num_classes), labels)
         u = torch.rand(boxes.shape, device=boxes.device) * 2 - 1
+        if negative:
+            u = torch.where(u < 0, u - 1, u + 1)
         wh = boxes[:, 2:]
         centre = (boxes[:, :2] + u[:, :2] * wh / 2 * self.box_noise).clamp(0, 1)
         size = (wh * (1 + u[:, 2:] * self.box_noise)).clamp(1e-4, 1)
@@ -71,22 +97,33 @@ class DenoisingQueries(nn.Module):
 
     def forward(self, targets):
         """targets: per image "labels" (n_b) and "boxes" (n_b x 4 cxcywh). Returns None when no
-        image has a segment, else (position B x Q x d, content B x Q x d, M, indices): Q = D x M
-        queries per image, M the batch's most segments, query g x M + j the j-th segment of its
-        image in group g; indices per image (query_idx, target_idx) of the queries with a target."""
+        image has a segment, else (position, content B x Q x d, M, indices, negatives): M the
+        batch's most segments; Q = D x S queries per image in D groups of S = M (2M with
+        ``negatives``), query g x S + j the j-th segment of its image in group g (g x S + M + j
+        its negative copy); position B x Q x d, or B x Q x 4 noised boxes with ``anchors``;
+        indices per image (query_idx, target_idx) of the positive queries; negatives None, or
+        per image the query_idx of the negative copies."""
         size = max(len(t["labels"]) for t in targets)
         if size == 0:
             return None
-        b, d, q = len(targets), self.hidden_dim, self.groups * size
+        b, d = len(targets), self.hidden_dim
+        stride = 2 * size if self.negatives else size
         device = self.label_embed.weight.device
-        position = torch.zeros(b, q, d, device=device)
-        content = torch.zeros(b, q, d, device=device)
-        indices = []
+        position = torch.zeros(b, self.groups * stride, 4 if self.anchors else d, device=device)
+        content = torch.zeros(b, self.groups * stride, d, device=device)
+        indices, negatives = [], []
         for i, t in enumerate(targets):
             n = len(t["labels"])
-            slots = (torch.arange(self.groups, device=device)[:, None] * size + torch.arange(n, device=device)).flatten()
-            labels, boxes = self.noised(t["labels"].repeat(self.groups), t["boxes"].float().repeat(self.groups, 1))
-            position[i, slots] = self.box_embed(box_sine_code(boxes, d))
-            content[i, slots] = self.label_embed(labels)
+            slots = (torch.arange(self.groups, device=device)[:, None] * stride + torch.arange(n, device=device)).flatten()
+            labels, boxes = t["labels"].repeat(self.groups), t["boxes"].float().repeat(self.groups, 1)
+            self._fill(position, content, i, slots, *self.noised(labels, boxes))
             indices.append((slots.cpu(), torch.arange(n).repeat(self.groups)))
-        return position, content, size, indices
+            if self.negatives:
+                self._fill(position, content, i, slots + size, *self.noised(labels, boxes, negative=True))
+                negatives.append((slots + size).cpu())
+        return position, content, size, indices, negatives if self.negatives else None
+
+    def _fill(self, position, content, image, slots, labels, boxes):
+        """Writes the queries of noised ``labels`` (n) and ``boxes`` (n x 4) at ``slots`` of ``image``."""
+        position[image, slots] = boxes if self.anchors else self.box_embed(box_sine_code(boxes, self.hidden_dim))
+        content[image, slots] = self.label_embed(labels)

@@ -19,6 +19,7 @@ from fvcore.nn.weight_init import c2_xavier_fill
 from torch import nn
 
 from .attention_map import MultiHeadAttentionMap
+from .box_attention_map import BoxAwareAttentionMap
 from .backbone import levels_fine_to_coarse
 
 DETR_MASK_HEAD_REGISTRY = Registry("DETR_MASK_HEAD")
@@ -28,15 +29,20 @@ Mask heads of DetrPanoptic (steps 6-7), picked by ``MODEL.DETR.MASK_HEAD.NAME``.
 **Built** as ``head(cfg, input_shape)``: ``input_shape`` is the backbone's ``output_shape()``
 (name -> ShapeSpec(channels, stride)).
 
-**Called** as ``head(queries, batch_idx, memory, memory_mask, projected, features)`` for T
-objects of a batch of B images padded to H x W (d: MODEL.DETR.HIDDEN_DIM; h x w: the grid of
-the level the transformer reads, H/S x W/S for its stride S):
+**Called** as ``head(queries, batch_idx, memory, memory_mask, projected, features,
+boxes=None, pos=None)`` for T objects of a batch of B images padded to H x W (d:
+MODEL.DETR.HIDDEN_DIM; h x w: the grid of the level the transformer reads, H/S x W/S for its
+stride S):
 
 - queries: T x d box embeddings (last decoder layer) of the objects to segment;
 - batch_idx: T long, the image of each object, non-decreasing (objects grouped by image);
 - memory: B x d x h x w, the encoded images; memory_mask: B x h x w bool (True = padding);
 - projected: B x d x h x w, the transformer's input (the 1x1-projected backbone level);
-- features: name -> B x C_k x H/s_k x W/s_k, every backbone output.
+- features: name -> B x C_k x H/s_k x W/s_k, every backbone output;
+- boxes: T x 4, the objects' final boxes (cx, cy, w, h in [0, 1] of the padded image), and
+  pos: B x d x h x w, the positional encoding of the grid, for heads that locate the objects
+  by their boxes (anchor-box decoders, whose box embeddings encode offsets from their anchors);
+  a head that needs them raises ValueError when they are None, the others ignore them.
 
 In training it runs on the matched queries, under autograd (its logits are upsampled
 bilinearly to H x W for the mask losses); in inference on the queries whose masks an output
@@ -167,7 +173,7 @@ class DetrMaskHead(nn.Module):
     """Attention map (step 6) + FPN-style head (step 7), DETR's panoptic mask head."""
 
     @configurable
-    def __init__(self, input_shape: Dict[str, ShapeSpec], *, hidden_dim, num_heads, in_features=()):
+    def __init__(self, input_shape: Dict[str, ShapeSpec], *, hidden_dim, num_heads, in_features=(), box_aware=False):
         """
         Args:
             input_shape: the backbone's ``output_shape()``.
@@ -177,6 +183,9 @@ class DetrMaskHead(nn.Module):
                 (MODEL.DETR.MASK_HEAD.IN_FEATURES); empty: the 3 finest outputs (res4, res3,
                 res2 of a ResNet; p4, p3, p2 of an FPN or a SimpleFeaturePyramid). The mask
                 logits have the stride of the last one.
+            box_aware: the attention map also reads each object's box and the grid's positional
+                encoding (``BoxAwareAttentionMap``), for anchor-box decoders
+                (MODEL.DETR.MASK_HEAD.BOX_AWARE); False: DETR's ``MultiHeadAttentionMap``.
         """
         super().__init__()
         levels = levels_fine_to_coarse(input_shape)
@@ -194,7 +203,9 @@ class DetrMaskHead(nn.Module):
                 f"outputs and strides: {strides}): set in_features (MODEL.DETR.MASK_HEAD.IN_FEATURES) to 3 of "
                 "them, or have the backbone output more levels (e.g. MODEL.RESNETS.OUT_FEATURES)"
             )
-        self.attention_map = MultiHeadAttentionMap(hidden_dim, hidden_dim, num_heads)
+        self.box_aware = box_aware
+        map_cls = BoxAwareAttentionMap if box_aware else MultiHeadAttentionMap
+        self.attention_map = map_cls(hidden_dim, hidden_dim, num_heads)
         self.fpn = FPNMaskHead(
             hidden_dim, num_heads, [input_shape[f].channels for f in self.in_features]
         )
@@ -215,16 +226,28 @@ class DetrMaskHead(nn.Module):
             "hidden_dim": cfg.MODEL.DETR.HIDDEN_DIM,
             "num_heads": cfg.MODEL.DETR.MASK_HEAD.NHEADS,
             "in_features": cfg.MODEL.DETR.MASK_HEAD.IN_FEATURES,
+            "box_aware": cfg.MODEL.DETR.MASK_HEAD.BOX_AWARE,
         }
 
-    def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
+    def forward(self, queries, batch_idx, memory, memory_mask, projected, features, boxes=None, pos=None):
         """queries: T x d box embeddings of the objects to segment; batch_idx: T long;
         memory: B x d x h x w encoded images; memory_mask: B x h x w bool;
-        projected: B x d x h x w, the transformer's input; features: backbone maps by name.
+        projected: B x d x h x w, the transformer's input; features: backbone maps by name;
+        boxes: T x 4 the objects' boxes and pos: B x d x h x w the grid's positional encoding,
+        needed with ``box_aware``, ignored without.
 
         Returns (T x H/s x W/s mask logits, s = stride of the finest in_feature, 4 for a
         ResNet; T x M x h x w attention maps)."""
-        maps = self.attention_map(queries, batch_idx, memory, memory_mask)
+        if not self.box_aware:
+            maps = self.attention_map(queries, batch_idx, memory, memory_mask)
+        elif boxes is None or pos is None:
+            raise ValueError(
+                "DetrMaskHead with box_aware (MODEL.DETR.MASK_HEAD.BOX_AWARE) needs the objects' boxes (T x 4) and the "
+                "grid's positional encoding pos (B x d x h x w); got "
+                f"boxes={None if boxes is None else tuple(boxes.shape)}, pos={None if pos is None else tuple(pos.shape)}"
+            )
+        else:
+            maps = self.attention_map(queries, boxes, batch_idx, memory, pos, memory_mask)
         return self.fpn(maps, batch_idx, projected, [features[f] for f in self.in_features]), maps
 
 
