@@ -43,6 +43,24 @@ def add_detr_panoptic_config(cfg):
     keys.MODEL.DETR.DROPOUT = 0.1
     # False: post-norm layers as in the paper; True: LayerNorm before each sub-layer.
     keys.MODEL.DETR.PRE_NORM = False
+    # The decoder (step 4): "vanilla", DETR's (N learned queries of width d; the official and
+    # HuggingFace checkpoints are of this kind), or "anchor", anchor-box queries refined at
+    # every layer (DAB-DETR; modeling/anchor_transformer.py), which learns in fewer epochs, for
+    # own data and short schedules; use it with MASK_HEAD.BOX_AWARE True. Checkpoints of one
+    # kind do not load into the other.
+    keys.MODEL.DETR.DECODER = "vanilla"
+    # --- the anchor-box decoder (MODEL.DETR.DECODER "anchor") ---
+    keys.MODEL.DETR.ANCHOR = CN()
+    # DINO's look-forward-twice: a layer's output box keeps its gradient into the previous
+    # layer's refinement (forward values unchanged); False: DAB-DETR's detached anchors.
+    keys.MODEL.DETR.ANCHOR.LOOK_FORWARD_TWICE = False
+    # Cross-attention modulated by the anchor's width and height (DAB-DETR); False: Conditional
+    # DETR's unmodulated spatial query.
+    keys.MODEL.DETR.ANCHOR.MODULATE_HW = True
+    # DAB-DETR's variant with the anchors' centres drawn uniformly and frozen (widths and
+    # heights learn): fewer parameters to learn on small data.
+    keys.MODEL.DETR.ANCHOR.RANDOM_XY = False
+    # --- end of the anchor-box decoder ---
     # Positional encoding of the grid the transformer reads: "sine" (paper, padding-aware) or
     # "learned" (module position_encoding, trained at BASE_LR; DETR's official code trains it
     # at the backbone's rate, its name being under backbone).
@@ -176,6 +194,10 @@ def add_detr_panoptic_config(cfg):
     # Box noise scale: the centre moves by up to this x half the box, width and height are
     # scaled by 1 +- this (DN-DETR: 0.4).
     keys.MODEL.DETR.DN.BOX_NOISE = 0.4
+    # True adds DINO's contrastive negatives: per group a second copy of each segment noised
+    # between BOX_NOISE and 2 BOX_NOISE, trained to say "no object" at full weight, against
+    # duplicate detections (modeling/denoising.py).
+    keys.MODEL.DETR.DN.NEGATIVES = False
     # --- end of denoising queries ---
 
     # --- the in-memory sample cache (data/dataset_mapper.py) ---

@@ -63,11 +63,12 @@ def test_transformer_outputs_every_layer_and_is_padding_invariant(pre_norm):
     queries = torch.randn(5, 32)
     pos_enc = PositionEmbeddingSine(16)
     mask = _padding_mask([(3, 4)], (3, 4))
-    hs, memory = tr(src, mask, queries, pos_enc(mask))
-    assert hs.shape == (3, 1, 5, 32) and memory.shape == (1, 32, 3, 4)
+    box_head = torch.nn.Linear(32, 4)
+    hs, boxes, memory = tr(src, mask, queries, pos_enc(mask), box_head)
+    assert hs.shape == (3, 1, 5, 32) and memory.shape == (1, 32, 3, 4) and boxes is None
     padded_src = torch.nn.functional.pad(src, (0, 3, 0, 2), value=7.0)
     padded_mask = _padding_mask([(3, 4)], (5, 7))
-    hs_p, memory_p = tr(padded_src, padded_mask, queries, pos_enc(padded_mask))
+    hs_p, _, memory_p = tr(padded_src, padded_mask, queries, pos_enc(padded_mask), box_head)
     assert torch.allclose(hs, hs_p, atol=1e-5)
     assert torch.allclose(memory, memory_p[:, :, :3, :4], atol=1e-5)
 

@@ -239,7 +239,7 @@ def test_outputs_of_an_image_alone_equal_those_in_a_padded_batch():
         embeddings[..., 0] = torch.arange(n, dtype=torch.float32)  # the stand-in head reads the query id here
         out = DetrOutputs(
             logits=logits.expand(1, b, n, 6), boxes=torch.full((1, b, n, 4), 0.5), box_embeddings=embeddings,
-            memory=torch.zeros(b, d, *(-(-s // 4) for s in images.tensor.shape[-2:])), memory_mask=None,
+            memory=torch.zeros(b, d, *(-(-s // 4) for s in images.tensor.shape[-2:])), memory_mask=None, pos=None,
             projected=None, features={},
         )
         with torch.no_grad():

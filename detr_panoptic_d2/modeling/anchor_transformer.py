@@ -42,7 +42,10 @@ class AnchorTransformer(nn.Module):
         dim_feedforward: the feed-forward width (MODEL.DETR.DIM_FEEDFORWARD).
         dropout: dropout in every layer (MODEL.DETR.DROPOUT).
         pre_norm: pre-norm layers (MODEL.DETR.PRE_NORM).
-        look_forward_twice, modulate_hw: see AnchorBoxDecoder.
+        look_forward_twice, modulate_hw: see AnchorBoxDecoder (MODEL.DETR.ANCHOR.LOOK_FORWARD_TWICE,
+            MODULATE_HW).
+        random_xy: the anchors' centres uniform in (0, 1) and frozen (``init_anchor_queries``;
+            MODEL.DETR.ANCHOR.RANDOM_XY).
     """
 
     query_dim = 4
@@ -58,6 +61,7 @@ class AnchorTransformer(nn.Module):
         pre_norm=False,
         look_forward_twice=False,
         modulate_hw=True,
+        random_xy=False,
     ):
         super().__init__()
         enc_layer = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm)
@@ -66,9 +70,20 @@ class AnchorTransformer(nn.Module):
             d_model, nhead, num_decoder_layers, dim_feedforward, dropout, pre_norm, look_forward_twice, modulate_hw
         )
         self.d_model = d_model
+        self.random_xy = random_xy
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
+
+    @torch.no_grad()
+    def init_queries(self, box_head, *embeddings):
+        """Initializes as DAB-DETR the model's box head (its last layer zero, so that every
+        layer starts from its anchor) and the anchor queries (nn.Embedding(N, 4) each,
+        ``init_anchor_queries``)."""
+        nn.init.zeros_(box_head.layers[-1].weight)
+        nn.init.zeros_(box_head.layers[-1].bias)
+        for embedding in embeddings:
+            init_anchor_queries(embedding, self.random_xy)
 
     def forward(self, src, padding_mask, query_embed, pos, box_head, query_groups=1, denoising=None):
         """src: B x d x h x w projected features; padding_mask: B x h x w bool; query_embed:

@@ -35,7 +35,7 @@ from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
 from .postprocessor import DetrPostProcessor
 from .precision import Precision, float32_on_cpu
-from .prediction_heads import box_head, class_head, classes_and_boxes, input_projection
+from .prediction_heads import box_head, class_head, input_projection
 from .training_queries import TrainingQueries
 from .transformer import Transformer, build_transformer
 
@@ -112,7 +112,7 @@ class DetrPanoptic(nn.Module):
         self.position_encoding = position_encoding or PositionEmbeddingSine(hidden_dim // 2, normalize=True)
         self.input_proj = input_projection(shapes[self.in_feature].channels, hidden_dim)
         self.transformer = transformer
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
+        self.query_embed = nn.Embedding(num_queries, transformer.query_dim)
         self.training_queries = training_queries
         self.criterion = criterion
         # Training-only parts come built (from a copy of the random state); their initial
@@ -125,6 +125,8 @@ class DetrPanoptic(nn.Module):
         )
         self.class_embed = class_head(hidden_dim, num_classes)
         self.bbox_embed = box_head(hidden_dim)
+        groups = training_queries and training_queries.group_query_embed
+        transformer.init_queries(self.bbox_embed, self.query_embed, *([groups] if groups else []))
         if mask_head is not None and not isinstance(mask_head, nn.Module):
             mask_head = mask_head(shapes)
         self.mask_head = mask_head
@@ -229,8 +231,12 @@ class DetrPanoptic(nn.Module):
         if self.training and self.training_queries is not None:
             queries, groups = self.training_queries.queries(queries), self.training_queries.groups
         with float32_on_cpu(projected):
-            box_embeddings, memory = self.transformer(projected.float(), memory_mask, queries, pos, groups, denoising)
-            logits, boxes = classes_and_boxes(self.class_embed, self.bbox_embed, box_embeddings)
+            box_embeddings, boxes, memory = self.transformer(
+                projected.float(), memory_mask, queries, pos, self.bbox_embed, groups, denoising
+            )
+            logits = self.class_embed(box_embeddings)
+            if boxes is None:  # a decoder without boxes of its own: the box head reads its outputs
+                boxes = self.bbox_embed(box_embeddings).sigmoid()
         n = len(queries)
         return DetrOutputs(
             logits=logits[:, :, :n],
@@ -238,6 +244,7 @@ class DetrPanoptic(nn.Module):
             box_embeddings=box_embeddings[:, :, :n],
             memory=memory,
             memory_mask=memory_mask,
+            pos=pos,
             projected=projected,
             features=features,
             denoising_logits=None if denoising is None else logits[:, :, n:],
@@ -252,8 +259,10 @@ class DetrPanoptic(nn.Module):
     def segment_with_attention(self, out: DetrOutputs, batch_idx, query_idx):
         """As ``segment``, returning the mask head's (mask logits, attention maps T x M x h x w
         or None), see DETR_MASK_HEAD_REGISTRY."""
-        grids = (out.memory, out.memory_mask, out.projected, out.features)
-        return self.mask_head(out.box_embeddings[-1][batch_idx, query_idx], batch_idx, *grids)
+        queries, boxes = out.box_embeddings[-1][batch_idx, query_idx], out.boxes[-1][batch_idx, query_idx]
+        return self.mask_head(
+            queries, batch_idx, out.memory, out.memory_mask, out.projected, out.features, boxes=boxes, pos=out.pos
+        )
 
     def _segmenter(self, out):
         """(segment, mask stride) for the post-processor: ``segment(batch_idx, query_idx)`` runs
@@ -274,9 +283,9 @@ class DetrPanoptic(nn.Module):
         1-5 on every query (and the training-only ones), the mask head (steps 6-7) on the
         matched ones."""
         targets = self.prepare_targets(batched_inputs, images)
-        denoising = indices = None
+        denoising = dn_targets = None
         if self.training_queries is not None:
-            denoising, indices = self.training_queries.denoising_queries(targets)
+            denoising, dn_targets = self.training_queries.denoising_queries(targets)
         with torch.set_grad_enabled(not self.frozen_detector), self.precision.autocast(self.device, training=True):
             out = self.detect(images.tensor, padding_mask, denoising)
         outputs = {
@@ -287,7 +296,7 @@ class DetrPanoptic(nn.Module):
             "memory_mask": out.memory_mask,
         }
         if self.training_queries is not None:
-            outputs.update(self.training_queries.criterion_inputs(out, indices))
+            outputs.update(self.training_queries.criterion_inputs(out, dn_targets))
         return self.criterion(outputs, targets, detector_losses=not self.frozen_detector)
 
     def _training_masks(self, out, batch_idx, query_idx):

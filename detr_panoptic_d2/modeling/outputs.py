@@ -14,7 +14,8 @@ class DetrOutputs:
 
     logits: L x B x N x (K+1); boxes: L x B x N x 4 (normalized cx, cy, w, h);
     box_embeddings: L x B x N x d; memory: B x d x h x w encoded images;
-    memory_mask: B x h x w (True = padding); projected: B x d x h x w, the transformer's input
+    memory_mask: B x h x w (True = padding); pos: B x d x h x w, the positional encoding of
+    that grid; projected: B x d x h x w, the transformer's input
     (the projected ``in_feature``); features: the backbone's maps by name;
     denoising_logits, denoising_boxes: L x B x Q x (K+1) and L x B x Q x 4 of the training-only
     denoising queries (modeling/denoising.py), None without them.
@@ -25,6 +26,7 @@ class DetrOutputs:
     box_embeddings: torch.Tensor
     memory: torch.Tensor
     memory_mask: torch.Tensor
+    pos: torch.Tensor
     projected: torch.Tensor
     features: Dict[str, torch.Tensor]
     denoising_logits: Optional[torch.Tensor] = None

@@ -29,10 +29,11 @@ class TrainingQueries(nn.Module):
     """Query groups 2..G and denoising queries (see the module docstring)."""
 
     @configurable
-    def __init__(self, *, hidden_dim, num_queries, groups=1, denoising: Optional[DenoisingQueries] = None):
+    def __init__(self, *, query_dim, num_queries, groups=1, denoising: Optional[DenoisingQueries] = None):
         """
         Args:
-            hidden_dim: d, the width of a query (MODEL.DETR.HIDDEN_DIM).
+            query_dim: the width of an object query: d (MODEL.DETR.HIDDEN_DIM) for the vanilla
+                decoder, 4 (an anchor box) for the anchor-box one (``transformer.query_dim``).
             num_queries: N, the model's own queries (MODEL.DETR.NUM_OBJECT_QUERIES).
             groups: G, query groups in training (MODEL.DETR.TRAIN_QUERY_GROUPS); 1: none.
             denoising: the denoising queries (MODEL.DETR.DN), None for none.
@@ -42,17 +43,20 @@ class TrainingQueries(nn.Module):
             raise ValueError(f"train_query_groups (MODEL.DETR.TRAIN_QUERY_GROUPS) must be >= 1, got {groups}")
         self.groups = groups
         with torch.random.fork_rng(devices=[]):  # training-only: the model re-draws it in its layer order
-            self.group_query_embed = nn.Embedding((groups - 1) * num_queries, hidden_dim) if groups > 1 else None
+            self.group_query_embed = nn.Embedding((groups - 1) * num_queries, query_dim) if groups > 1 else None
         self.denoising = denoising
 
     @classmethod
     def from_config(cls, cfg):
         d = cfg.MODEL.DETR
         denoising = None
+        anchors = d.DECODER == "anchor"
         if d.DN.GROUPS:
-            denoising = DenoisingQueries(d.HIDDEN_DIM, d.NUM_CLASSES, d.DN.GROUPS, d.DN.LABEL_NOISE, d.DN.BOX_NOISE)
+            denoising = DenoisingQueries(
+                d.HIDDEN_DIM, d.NUM_CLASSES, d.DN.GROUPS, d.DN.LABEL_NOISE, d.DN.BOX_NOISE, anchors, d.DN.NEGATIVES
+            )
         return {
-            "hidden_dim": d.HIDDEN_DIM,
+            "query_dim": 4 if anchors else d.HIDDEN_DIM,
             "num_queries": d.NUM_OBJECT_QUERIES,
             "groups": d.TRAIN_QUERY_GROUPS,
             "denoising": denoising,
@@ -73,26 +77,29 @@ class TrainingQueries(nn.Module):
         return torch.cat([query_embed, self.group_query_embed.weight])
 
     def denoising_queries(self, targets):
-        """The batch's denoising queries as the transformer takes them, (position B x Q x d,
-        content B x Q x d, D), and per image (query_idx, target_idx) of those with a target;
-        (None, None) without denoising or targets. targets: the criterion's, per image."""
+        """The batch's denoising queries as the transformer takes them, (position B x Q x d or
+        anchors B x Q x 4, content B x Q x d, D), and their targets: (per image (query_idx,
+        target_idx) of those with a target, per image the query_idx of contrastive negatives
+        or None); (None, None) without denoising or targets. targets: the criterion's."""
         made = None if self.denoising is None else self.denoising(targets)
         if made is None:
             return None, None
-        position, content, _, indices = made
-        return (position, content, self.denoising.groups), indices
+        position, content, _, indices, negatives = made
+        return (position, content, self.denoising.groups), (indices, negatives)
 
-    def criterion_inputs(self, out, indices):
+    def criterion_inputs(self, out, targets):
         """What these queries add to SetCriterion's input: "query_groups" and, with denoising
-        queries (``indices`` from ``denoising_queries``, not None), their "assigned" entry.
+        queries (``targets`` from ``denoising_queries``, not None), their "assigned" entry.
         out: the DetrOutputs of the step."""
         inputs = {"query_groups": self.groups}
-        if indices is not None:
+        if targets is not None:
+            indices, negatives = targets
             inputs["assigned"] = {
                 "dn": {
                     "pred_logits": out.denoising_logits,
                     "pred_boxes": out.denoising_boxes,
                     "indices": indices,
+                    "negatives": negatives,
                     "normalizer": self.denoising.groups,
                 }
             }

@@ -152,7 +152,8 @@ def group_attention_mask(num_queries, groups, device=None, denoising_groups=0, d
 
 
 class Transformer(nn.Module):
-    """Encoder + decoder over a projected feature map, as in DETR."""
+    """Encoder + decoder over a projected feature map, as in DETR: N learned object queries of
+    width d (``query_dim``), content starting at zero."""
 
     def __init__(
         self,
@@ -169,14 +170,20 @@ class Transformer(nn.Module):
         dec_layer = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, pre_norm)
         self.encoder = TransformerEncoder(enc_layer, num_encoder_layers, pre_norm)
         self.decoder = TransformerDecoder(dec_layer, num_decoder_layers)
-        self.d_model = d_model
+        self.d_model = self.query_dim = d_model
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
-    def forward(self, src, padding_mask, query_embed, pos, query_groups=1, denoising=None):
+    def init_queries(self, box_head, *embeddings):
+        """The box head and the object queries (nn.Embedding(N, d) each) keep their own
+        initialization."""
+
+    def forward(self, src, padding_mask, query_embed, pos, box_head, query_groups=1, denoising=None):
         """src: B x d x h x w projected features; padding_mask: B x h x w bool;
-        query_embed: N x d object queries; pos: B x d x h x w positional encoding.
+        query_embed: N x d object queries; pos: B x d x h x w positional encoding; box_head:
+        the model's box head, unused here (the anchor-box decoder refines boxes with it; this
+        decoder's boxes are the box head's reading of its outputs, step 5).
         query_groups: G > 1 splits the N queries into G consecutive groups of N / G whose
         decoder self-attention is confined to their own group (Group DETR), so that each group
         is an independent DETR decoding the same encoded image.
@@ -184,7 +191,8 @@ class Transformer(nn.Module):
         queries in D groups (modeling/denoising.py), decoded after the N queries behind
         ``group_attention_mask``.
 
-        Returns (box_embeddings L x B x (N [+ Q]) x d, memory B x d x h x w).
+        Returns (box_embeddings L x B x (N [+ Q]) x d, None (no boxes of its own), memory
+        B x d x h x w).
         """
         b, d, h, w = src.shape
         src = src.flatten(2).transpose(1, 2)
@@ -202,13 +210,18 @@ class Transformer(nn.Module):
             )
             tgt = torch.cat([torch.zeros_like(query_pos), content], 1)
             box_embeddings = self.decoder(torch.cat([query_pos, position], 1), memory, pos, mask, attn_mask, tgt)
-        return box_embeddings, memory.transpose(1, 2).reshape(b, d, h, w)
+        return box_embeddings, None, memory.transpose(1, 2).reshape(b, d, h, w)
+
+
+# Values of MODEL.DETR.DECODER.
+DECODERS = ("vanilla", "anchor")
 
 
 def build_transformer(cfg):
-    """The Transformer of a yacs config (MODEL.DETR sizes)."""
+    """The encoder-decoder of a yacs config: MODEL.DETR.DECODER "vanilla" (``Transformer``,
+    DETR's) or "anchor" (``AnchorTransformer``, anchor-box queries), of the MODEL.DETR sizes."""
     d = cfg.MODEL.DETR
-    return Transformer(
+    sizes = dict(
         d_model=d.HIDDEN_DIM,
         nhead=d.NHEADS,
         num_encoder_layers=d.ENC_LAYERS,
@@ -216,4 +229,14 @@ def build_transformer(cfg):
         dim_feedforward=d.DIM_FEEDFORWARD,
         dropout=d.DROPOUT,
         pre_norm=d.PRE_NORM,
+    )
+    if d.DECODER not in DECODERS:
+        raise ValueError(f"MODEL.DETR.DECODER must be one of {DECODERS}, got {d.DECODER!r}")
+    if d.DECODER == "vanilla":
+        return Transformer(**sizes)
+    from .anchor_transformer import AnchorTransformer  # it builds on this module's layers
+
+    a = d.ANCHOR
+    return AnchorTransformer(
+        **sizes, look_forward_twice=a.LOOK_FORWARD_TWICE, modulate_hw=a.MODULATE_HW, random_xy=a.RANDOM_XY
     )

@@ -33,7 +33,8 @@ def run_mask_head_on_all_queries(model):
         embeddings = out.box_embeddings[-1]
         b, n = embeddings.shape[:2]
         every = torch.arange(b, device=embeddings.device).repeat_interleave(n)
-        masks, maps = head(embeddings.flatten(0, 1), every, out.memory, out.memory_mask, out.projected, out.features)
+        grids = (out.memory, out.memory_mask, out.projected, out.features)
+        masks, maps = head(embeddings.flatten(0, 1), every, *grids, boxes=out.boxes[-1].flatten(0, 1), pos=out.pos)
         rows = batch_idx * n + query_idx
         return masks[rows], None if maps is None else maps[rows]
 
