@@ -67,3 +67,16 @@ def test_analyze_model_prints_flops_with_attention_and_parameters(tmp_path, caps
     expected_attention = 2 * 8 * 6 * 6 * 16 + 2 * (8 * 10 * 10 * 16 + 8 * 10 * 6 * 16)
     assert results["flops_by_operator"]["scaled_dot_product_attention"] == expected_attention
     assert results["parameters"] == parameter_count(build_model(tiny_cfg(num_classes=133)))[""]
+
+
+def test_analyze_model_all_queries_counts_the_mask_head_on_every_query(tmp_path, capsys):
+    """--all-queries: the mask head on all N queries whatever the weights keep; with the score
+    threshold at 1 no query is kept, so only --all-queries pays for per-query masks."""
+    tool = load_tool("analyze_model")
+    config = write_cfg(tiny_cfg(dataset="coco_2017_val_panoptic", num_classes=133), tmp_path / "config.yaml")
+    argv = ["--config-file", config, "--tasks", "flop", "--input-size", "64", "96", "--num-inputs", "1"]
+    none_kept = ["MODEL.DETR.TEST.OBJECT_SCORE_THRESH", "1.0"]
+    kept = tool.main(argv + none_kept)["gflops"][0]
+    every = tool.main(argv + ["--all-queries"] + none_kept)["gflops"][0]
+    assert every > kept
+    capsys.readouterr()

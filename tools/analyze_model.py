@@ -5,13 +5,14 @@ tool, for DETR panoptic configs, yaml or LazyConfig).
     python tools/analyze_model.py --config-file configs/shapes/detr_R18_shapes.yaml \
         --tasks flop parameter --num-inputs 4
     python tools/analyze_model.py --config-file configs/coco/detr_R50_panoptic.yaml \
-        --tasks flop activation --input-size 800 1066 MODEL.DETR.MASK_HEAD.ALL_QUERIES True
+        --tasks flop activation --input-size 800 1066 --all-queries
 
 flop / activation: counted on --num-inputs images of DATASETS.TEST[0] (dataloader.test) through
 the test mapper, or on random images of --input-size H W (no dataset needed), in inference
 mode; mean and spread over the inputs, the per-module table of the first. The mask head runs
 on the kept queries only (those above MODEL.DETR.TEST.OBJECT_SCORE_THRESH; random weights keep
-few), so its FLOPs follow the weights: MODEL.DETR.MASK_HEAD.ALL_QUERIES True counts it on all N.
+few), so its FLOPs follow the weights: --all-queries counts it on all N, as the reference
+implementation runs it (detr_panoptic_d2.testing.run_mask_head_on_all_queries).
 Attention (scaled_dot_product_attention, baddbmm) is counted too; fvcore skips element-wise ops.
 parameter: the per-module table (depth 5). structure: the model printed. MODEL.WEIGHTS
 (train.init_checkpoint) is loaded when set. Trailing KEY VALUE pairs (LazyConfig: a.b=c)
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from detr_panoptic_d2.checkpoint import DetrCheckpointer
 from detr_panoptic_d2.data.user_datasets import add_register_argument
 from detr_panoptic_d2.engine.any_config import load_any_config
+from detr_panoptic_d2.testing import run_mask_head_on_all_queries
 
 logger = logging.getLogger("detr_panoptic_d2")
 TASKS = ("flop", "activation", "parameter", "structure")
@@ -47,6 +49,9 @@ def get_parser():
     parser.add_argument("--num-inputs", type=int, default=100, help="images to average flop/activation over (%(default)s)")
     parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                         help="random images of this size (after the test-time resize) instead of the test dataset's")
+    parser.add_argument("--all-queries", action="store_true",
+                        help="flop/activation: the mask head on all N queries, as the reference runs it, "
+                        "instead of on the kept ones")
     add_register_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config options: KEY VALUE pairs")
     return parser
@@ -85,11 +90,16 @@ EXTRA_HANDLES = {"aten::scaled_dot_product_attention": attention_flop_jit, "aten
 
 
 def run_keeping_every_step(model, inputs):
-    """model(inputs), plus the class and box heads' outputs when the model has them: with no
-    query kept the panoptic output is constant, and tracing would drop every step before it."""
+    """model(inputs), plus the class and box heads' outputs and the mask head's mask logits
+    when the model has them: with no query kept the panoptic output is constant, and tracing
+    would drop every step before it (and, with --all-queries, the masks of unused queries)."""
     captured = []
-    heads = [getattr(model, name) for name in ("class_embed", "bbox_embed") if hasattr(model, name)]
-    handles = [head.register_forward_hook(lambda module, args, output: captured.append(output)) for head in heads]
+    heads = [getattr(model, name, None) for name in ("class_embed", "bbox_embed", "mask_head")]
+
+    def capture(module, args, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [head.register_forward_hook(capture) for head in heads if head is not None]
     try:
         return model(inputs), captured
     finally:
@@ -106,11 +116,17 @@ def traced(analysis, model, inputs):
     return result.set_op_handle(**EXTRA_HANDLES) if analysis is FlopCountAnalysis else result
 
 
-def _model(config):
+def _model(config, all_queries=False):
+    """The config's model in eval mode, its weights loaded when set; with ``all_queries``, its
+    mask head run on all N queries (``--all-queries``)."""
     model = config.build_model()
     weights = config.cfg.train.init_checkpoint if config.lazy else config.cfg.MODEL.WEIGHTS
     if weights:
         DetrCheckpointer(model).load(weights)
+    if all_queries:
+        if getattr(model, "mask_head", None) is None:
+            raise SystemExit("--all-queries: the model has no mask head (MODEL.MASK_ON False)")
+        run_mask_head_on_all_queries(model)
     return model.eval()
 
 
@@ -118,7 +134,7 @@ def _model(config):
 def do_flop(config, args):
     """Prints the FLOP table of the first input and the mean total; returns {"gflops": per input,
     "flops_by_operator": mean per operator}."""
-    model = _model(config)
+    model = _model(config, args.all_queries)
     totals, by_operator, first = [], collections.Counter(), None
     for index, data in enumerate(tqdm(_inputs(config, args), total=args.num_inputs, desc="flop", unit="img")):
         flops = traced(FlopCountAnalysis, model, data)
@@ -136,7 +152,7 @@ def do_flop(config, args):
 @torch.no_grad()
 def do_activation(config, args):
     """Prints the mean activation count (millions); returns {"mactivations": [...]}."""
-    model = _model(config)
+    model = _model(config, args.all_queries)
     totals, by_operator = [], collections.Counter()
     for data in tqdm(_inputs(config, args), total=args.num_inputs, desc="activation", unit="img"):
         count = {k: v / 1e6 for k, v in traced(ActivationCountAnalysis, model, data).by_operator().items()}
