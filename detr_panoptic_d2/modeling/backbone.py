@@ -21,6 +21,19 @@ def levels_fine_to_coarse(output_shape: Dict[str, ShapeSpec]) -> List[str]:
     return sorted(names, key=lambda name: (output_shape[name].stride, names.index(name)))
 
 
+def transformer_level(output_shape: Dict[str, ShapeSpec], in_feature=""):
+    """The backbone output the transformer reads: ``in_feature`` (MODEL.DETR.IN_FEATURE), or
+    the coarsest for "" (largest stride; of equal strides the last in ``output_shape``).
+    ValueError naming the outputs when it is not one."""
+    level = in_feature or levels_fine_to_coarse(output_shape)[-1]
+    if level not in output_shape:
+        raise ValueError(
+            f"in_feature={in_feature!r} (MODEL.DETR.IN_FEATURE) is not an output of the backbone; its "
+            f"outputs and strides: { {name: shape.stride for name, shape in output_shape.items()} }"
+        )
+    return level
+
+
 def downsample_mask(mask, size):
     """mask: B x H x W bool (True = padding) -> B x size bool, nearest-neighbour (DETR's
     convention: a cell is padding when the pixel at its top-left-most sample is)."""

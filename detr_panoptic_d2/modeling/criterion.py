@@ -260,6 +260,22 @@ class SetCriterion(nn.Module):
         }
 
 
+def targets_of(batched_inputs, images, device):
+    """SetCriterion's targets of a batch: per image "labels" (n), "boxes" (n x 4 cxcywh
+    normalized by the image size) and "masks" (n x H x W bool, padded to the batch size), on
+    ``device``. batched_inputs: Detectron2 dicts with "instances" (gt_classes, gt_boxes,
+    gt_masks); images: their padded ImageList."""
+    targets = []
+    padded = images.tensor.shape[-2:]
+    for x, (h, w) in zip(batched_inputs, images.image_sizes):
+        inst = x["instances"].to(device)
+        boxes = box_convert(inst.gt_boxes.tensor, "xyxy", "cxcywh") / inst.gt_boxes.tensor.new_tensor([w, h, w, h])
+        masks = inst.gt_masks.tensor if hasattr(inst.gt_masks, "tensor") else inst.gt_masks
+        masks = F.pad(masks.to(torch.bool), (0, padded[1] - masks.shape[-1], 0, padded[0] - masks.shape[-2]))
+        targets.append({"labels": inst.gt_classes, "boxes": boxes, "masks": masks})
+    return targets
+
+
 def build_criterion(cfg):
     """The SetCriterion of a yacs config: MODEL.DETR's loss weights, matching costs, deep
     supervision, group mask losses and the encoded image's semantic loss."""

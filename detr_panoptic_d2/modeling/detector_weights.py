@@ -69,3 +69,13 @@ def keep_detector_in_eval(model):
     for name, module in model.named_children():
         if name != "mask_head":
             module.train(False)
+
+
+def reinitialize(*modules):
+    """Re-draws the initial weights of each given module (None skipped), in order: every
+    submodule's ``reset_parameters``, as its construction draws them (DetrPanoptic draws its
+    training-only parts' weights in its own layer order)."""
+    for module in modules:
+        for m in () if module is None else module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()

@@ -12,24 +12,22 @@ meta-architecture. An image goes, top to bottom:
   ``segment`` for their masks once and merges them into the panoptic map (and the instance
   and semantic outputs).
 
-In training the ``criterion`` (SetCriterion) matches and supervises the predictions and asks
-``segment`` for the masks of the matched queries; ``training_queries`` (TrainingQueries) adds
-training-only queries. ``precision`` (Precision) says how the network steps run.
+In training the ``criterion`` (SetCriterion) supervises the predictions, asking ``segment`` for
+the matched queries' masks; ``training_queries`` adds training-only queries; ``precision``
+sets how the network steps run (autocast, memory format).
 """
 import functools
 from typing import List, Optional
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import ImageList
 from torch import nn
-from torchvision.ops import box_convert
 
-from .backbone import downsample_mask, levels_fine_to_coarse, torchvision_dilation
-from .criterion import SetCriterion, build_criterion
-from .detector_weights import drop_unused_training_weights, keep_detector_in_eval
+from .backbone import downsample_mask, torchvision_dilation, transformer_level
+from .criterion import SetCriterion, build_criterion, targets_of
+from .detector_weights import drop_unused_training_weights, keep_detector_in_eval, reinitialize
 from .mask_head import build_mask_head
 from .outputs import DetrOutputs, ImageSteps
 from .position_encoding import PositionEmbeddingSine, build_position_encoding
@@ -96,17 +94,8 @@ class DetrPanoptic(nn.Module):
             )
         hidden_dim = transformer.d_model
         shapes = backbone.output_shape()
-        self.in_feature = in_feature or levels_fine_to_coarse(shapes)[-1]
-        if self.in_feature not in shapes:
-            raise ValueError(
-                f"in_feature={in_feature!r} (MODEL.DETR.IN_FEATURE) is not an output of the backbone; its "
-                f"outputs and strides: { {name: shape.stride for name, shape in shapes.items()} }"
-            )
-        if mask_head is None and (postprocessor.panoptic_on or postprocessor.semantic_on):
-            raise ValueError(
-                "panoptic_on and semantic_on (MODEL.DETR.TEST.PANOPTIC_ON, SEMANTIC_ON) need masks: give a "
-                "mask_head (MODEL.MASK_ON True), or turn them off for a box-only model"
-            )
+        self.in_feature = transformer_level(shapes, in_feature)
+        postprocessor.check_outputs(has_masks=mask_head is not None)
         self.precision = precision
         self.backbone = precision.prepare(backbone)
         self.position_encoding = position_encoding or PositionEmbeddingSine(hidden_dim // 2, normalize=True)
@@ -118,7 +107,7 @@ class DetrPanoptic(nn.Module):
         # Training-only parts come built (from a copy of the random state); their initial
         # weights are drawn here, in the model's layer order, so that one seed gives the same
         # weights however and whenever the parts were built.
-        _reinitialize(
+        reinitialize(
             training_queries and training_queries.group_query_embed,
             criterion.encoder_semantic,
             training_queries and training_queries.denoising,
@@ -178,12 +167,10 @@ class DetrPanoptic(nn.Module):
         turned on by MODEL.DETR.TEST.*_ON: "panoptic_seg" (H x W int32, segments_info),
         "instances" and "sem_seg" (K x H x W), all in the original "height" x "width".
         """
-        images, padding_mask = self.preprocess_image(batched_inputs)
         if self.training:
-            return self.losses(batched_inputs, images, padding_mask)
-        with self.precision.autocast(self.device, training=False):
-            out = self.detect(images.tensor, padding_mask)
-        return self.postprocessor(out, batched_inputs, images.image_sizes, *self._segmenter(out))
+            return self.losses(batched_inputs, *self.preprocess_image(batched_inputs))
+        image_sizes, out = self._detect_batch(batched_inputs)
+        return self.postprocessor(out, batched_inputs, image_sizes, *self._segmenter(out))
 
     @torch.no_grad()
     def inference_steps(self, batched_inputs: List[dict]) -> List[ImageSteps]:
@@ -192,10 +179,14 @@ class DetrPanoptic(nn.Module):
         with the panoptic output whenever the model has a mask head; equal to ``forward``'s."""
         if self.training:
             raise RuntimeError("DetrPanoptic.inference_steps runs inference: call model.eval() first")
+        image_sizes, out = self._detect_batch(batched_inputs)
+        return self.postprocessor.inspect(out, batched_inputs, image_sizes, *self._segmenter(out))
+
+    def _detect_batch(self, batched_inputs):
+        """Inference's steps 1-5 on a batch: (image sizes before padding, DetrOutputs)."""
         images, padding_mask = self.preprocess_image(batched_inputs)
         with self.precision.autocast(self.device, training=False):
-            out = self.detect(images.tensor, padding_mask)
-        return self.postprocessor.inspect(out, batched_inputs, images.image_sizes, *self._segmenter(out))
+            return images.image_sizes, self.detect(images.tensor, padding_mask)
 
     def normalize(self, image):
         """C x H x W image (INPUT.FORMAT, any dtype) -> float32 on the model's device, normalized
@@ -265,9 +256,8 @@ class DetrPanoptic(nn.Module):
         )
 
     def _segmenter(self, out):
-        """(segment, mask stride) for the post-processor: ``segment(batch_idx, query_idx)`` runs
-        steps 6-7 under the inference autocast and returns float32; (None, None) without a
-        mask head."""
+        """(segment, mask stride) for the post-processor: ``segment(batch_idx, query_idx)``, steps
+        6-7 under the inference autocast, in float32; (None, None) without a mask head."""
         if self.mask_head is None:
             return None, None
 
@@ -305,23 +295,6 @@ class DetrPanoptic(nn.Module):
             return self.segment(out, batch_idx.to(self.device), query_idx.to(self.device)).float()
 
     def prepare_targets(self, batched_inputs, images):
-        """Per image: "labels" (n), "boxes" (n x 4 cxcywh normalized by the image size) and
-        "masks" (n x H x W bool, padded to the batch size)."""
-        targets = []
-        padded = images.tensor.shape[-2:]
-        for x, (h, w) in zip(batched_inputs, images.image_sizes):
-            inst = x["instances"].to(self.device)
-            boxes = box_convert(inst.gt_boxes.tensor, "xyxy", "cxcywh") / inst.gt_boxes.tensor.new_tensor([w, h, w, h])
-            masks = inst.gt_masks.tensor if hasattr(inst.gt_masks, "tensor") else inst.gt_masks
-            masks = F.pad(masks.to(torch.bool), (0, padded[1] - masks.shape[-1], 0, padded[0] - masks.shape[-2]))
-            targets.append({"labels": inst.gt_classes, "boxes": boxes, "masks": masks})
-        return targets
+        """The criterion's targets of a batch (criterion.targets_of) on the model's device."""
+        return targets_of(batched_inputs, images, self.device)
 
-
-def _reinitialize(*modules):
-    """Re-draws the initial weights of each given module (None skipped), in order: every
-    submodule's ``reset_parameters``, as its construction draws them."""
-    for module in modules:
-        for m in () if module is None else module.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()

@@ -99,6 +99,15 @@ class DetrPostProcessor(nn.Module):
             "mask_score_floor": test.MASK_SCORE_FLOOR,
         }
 
+    def check_outputs(self, has_masks):
+        """ValueError when the panoptic or semantic output is on for a model without masks
+        (``has_masks`` False: no mask head)."""
+        if not has_masks and (self.panoptic_on or self.semantic_on):
+            raise ValueError(
+                "panoptic_on and semantic_on (MODEL.DETR.TEST.PANOPTIC_ON, SEMANTIC_ON) need masks: give a "
+                "mask_head (MODEL.MASK_ON True), or turn them off for a box-only model"
+            )
+
     def settings(self):
         """The panoptic settings an export records (JSON-able): score threshold, small-segment
         area and merge rule."""
