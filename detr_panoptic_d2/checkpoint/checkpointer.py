@@ -210,7 +210,8 @@ class DetrCheckpointer(DetectionCheckpointer):
             raise ValueError(
                 f"Checkpoint {path!r} does not fit the model of this config: missing {missing[:10]}"
                 f"{' ...' if len(missing) > 10 else ''}; shape mismatches (checkpoint vs model) {shapes[:10]}. "
-                "Check MODEL.WEIGHTS and the config's sizes (e.g. MODEL.DETR.NUM_CLASSES)"
+                "Check MODEL.WEIGHTS and the config's sizes (e.g. MODEL.DETR.NUM_CLASSES) and MODEL.DETR.DECODER "
+                "(checkpoints of the vanilla decoder, such as the official ones, do not load into the anchor-box one)"
             )
         if extra.get(CLASSES_KEY):
             for name in self.datasets:

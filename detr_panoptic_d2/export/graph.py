@@ -39,6 +39,11 @@ class PanopticGraph(nn.Module):
                 f"The backbone pads images to multiples of {model.backbone.size_divisibility}; the exported graph "
                 "takes unpadded images, whose mask logits cover the image exactly (backbones without padding only)"
             )
+        if model.query_embed.embedding_dim == 4:
+            raise NotImplementedError(
+                "The anchor-box decoder (MODEL.DETR.DECODER 'anchor') cannot be exported yet: its traced graph "
+                "gives onnxruntime wrong slice bounds; export a model of the vanilla decoder"
+            )
         num_queries = model.query_embed.num_embeddings
         if top_k is not None and not 1 <= top_k <= num_queries:
             raise ValueError(f"--top-k must be in 1..{num_queries} (MODEL.DETR.NUM_OBJECT_QUERIES), got {top_k}")
