@@ -20,8 +20,7 @@ from detectron2.data.catalog import Metadata
 from detr_panoptic_d2.analysis.inputs import PanopticFiles, paired_annotations
 from detr_panoptic_d2.analysis.run import image_paths_from_folder, run_analysis
 from detr_panoptic_d2.data import panoptic_metadata
-from detr_panoptic_d2.data.user_datasets import add_register_argument
-from detr_panoptic_d2.engine.any_config import register_tool_datasets
+from detr_panoptic_d2.engine.any_config import add_tool_dataset_arguments, register_tool_datasets
 
 
 def get_parser():
@@ -35,9 +34,7 @@ def get_parser():
     parser.add_argument("--pred-dir", required=True, help="the predictions' PNG folder")
     parser.add_argument("--output", required=True, help="folder for the report, plot and pictures")
     parser.add_argument("--worst", type=int, default=8, help="pictures of the N images of lowest PQ (%(default)s)")
-    parser.add_argument("--config-file", default=None, help="a config whose DATASETS.REGISTER to register")
-    add_register_argument(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (with --config-file)")
+    add_tool_dataset_arguments(parser)
     return parser
 
 

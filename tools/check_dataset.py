@@ -22,8 +22,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from detr_panoptic_d2.atomic_files import atomic_write
 from detr_panoptic_d2.data.dataset_checks import check_split, fixed_annotations
-from detr_panoptic_d2.data.user_datasets import add_register_argument
-from detr_panoptic_d2.engine.any_config import register_tool_datasets
+from detr_panoptic_d2.engine.any_config import add_tool_dataset_arguments, register_tool_datasets
 
 
 def get_parser():
@@ -35,9 +34,7 @@ def get_parser():
     parser.add_argument("--image-dir", help="the split's input images, <PNG stem>.jpg (with --json)")
     parser.add_argument("--write-fixed", metavar="OUT.json",
                         help="write the JSON with area and bbox measured from the PNGs (never over a file)")
-    parser.add_argument("--config-file", default=None, help="a config whose DATASETS.REGISTER to register")
-    add_register_argument(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (with --config-file)")
+    add_tool_dataset_arguments(parser)
     return parser
 
 

@@ -5,6 +5,7 @@ tools/analyze_model.py): a yaml config of this project or a LazyConfig (``.py``,
 ``load_any_config`` gives an ``AnyConfig``: the datasets, the model, the dataset mapper and
 the test loader, from either kind, as the training tools build them.
 """
+import argparse
 import os
 
 import yaml
@@ -13,7 +14,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.modeling import build_model
 
 from ..data import DetrPanopticDatasetMapper
-from ..data.user_datasets import register_config_splits, register_lazy_splits, split_entry
+from ..data.user_datasets import add_register_argument, register_config_splits, register_lazy_splits, split_entry
 from .defaults import load_config
 from .lazy import _names, adapt_lazy_config
 
@@ -76,6 +77,14 @@ def load_any_config(config_file, opts=(), register=()):
     register_lazy_splits(cfg, register)
     adapt_lazy_config(cfg, eval_only=True)
     return AnyConfig(cfg, lazy=True)
+
+
+def add_tool_dataset_arguments(parser):
+    """The arguments with which the data tools register datasets (``register_tool_datasets``):
+    --config-file (optional), --register and config overrides."""
+    parser.add_argument("--config-file", default=None, help="a config whose DATASETS.REGISTER to register")
+    add_register_argument(parser)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (with --config-file)")
 
 
 def register_tool_datasets(config_file=None, opts=(), register=()):
