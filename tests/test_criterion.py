@@ -1,7 +1,8 @@
-"""SetCriterion.forward owns every training loss: its result equals the per-layer losses and
-the mask losses of the matched (image, group, query) pairs assembled by hand, and its
-"assigned" entry (known targets, e.g. DN-DETR's denoising queries) gives the matched losses
-when handed the matcher's own pairs."""
+"""SetCriterion.forward's options: deep supervision off, a frozen detector's mask losses alone,
+and its "assigned" entry (known targets, e.g. DN-DETR's denoising queries), which gives the
+matched losses when handed the matcher's own pairs. The whole forward is checked against
+HuggingFace's ImageLoss in test_losses_against_huggingface.py, query groups against
+independent DETRs in test_query_groups.py."""
 import pytest
 import torch
 
@@ -24,39 +25,6 @@ def _predictions(seed=0):
     # A mask "head": fixed per-query logits, as the model's head on the given pairs.
     table = torch.randn(2, G * N, 4, 4, generator=g)
     return logits, boxes, targets, table
-
-
-def _restated(criterion, logits, boxes, targets, table, all_groups):
-    """The losses as the meta-architecture assembled them before the criterion owned them."""
-    num_boxes = criterion.num_boxes(targets, logits.device)
-    indices, losses = criterion.layer_losses(logits[-1], boxes[-1], targets, num_boxes, groups=G)
-    for i in range(L - 1):
-        losses.update(criterion.layer_losses(logits[i], boxes[i], targets, num_boxes, f"_{i}", G)[1])
-    pairs = [(k // G, (k % G) * N, indices[k]) for k in range(len(indices)) if all_groups or k % G == 0]
-    masks = torch.cat([table[b, q0 + src] for b, q0, (src, _) in pairs])
-    target_masks = torch.cat([targets[b]["masks"][tgt] for b, _, (_, tgt) in pairs])
-    losses.update(criterion.mask_losses(masks, target_masks, num_boxes * (G if all_groups else 1)))
-    return losses
-
-
-@pytest.mark.parametrize("all_groups", [False, True])
-def test_forward_equals_the_layer_and_mask_losses_assembled_by_hand(all_groups):
-    criterion = SetCriterion(K, HungarianMatcher(), mask_loss_all_groups=all_groups)
-    logits, boxes, targets, table = _predictions()
-    seen = []
-
-    def segment(batch_idx, query_idx):
-        seen.append((batch_idx, query_idx))
-        return table[batch_idx, query_idx]
-
-    outputs = {"pred_logits": logits, "pred_boxes": boxes, "query_groups": G, "pred_masks": segment}
-    losses = criterion(outputs, targets)
-    expected = _restated(criterion, logits, boxes, targets, table, all_groups)
-    assert list(losses) == list(expected)
-    for name in expected:
-        # Exact by construction: the same loss functions on the same tensors, in the same order.
-        assert torch.equal(losses[name], expected[name]), name
-    assert len(seen) == 1 and len(seen[0][0]) == (5 * G if all_groups else 5)  # the mask head runs once
 
 
 def test_without_deep_supervision_only_the_last_layer_is_supervised():

@@ -118,3 +118,37 @@ def test_focal_and_dice_of_one_pixel_by_hand():
     log2 = torch.log(torch.tensor(2.0)).item()
     assert focal_loss(logits, targets, 2.0, 0.4, 3.0).item() == pytest.approx(0.4 * 0.5**3 * log2 / 2)
     assert dice_loss(logits, targets, 2.0).item() == pytest.approx((1 - 2 / 2.5) / 2)
+
+
+def test_forward_with_auxiliary_layers_and_masks_equals_huggingface_imageloss():
+    """The whole SetCriterion.forward (3 decoder layers with deep supervision, masks from a
+    function of the matched (image, query) pairs, called once) against HuggingFace's ImageLoss
+    with auxiliary outputs, its losses weighted 1, 5, 2 and 1, 1 as ours."""
+    logits, boxes, targets = _batch(0)
+    g = torch.Generator().manual_seed(2)
+    logits = torch.stack([logits + torch.randn(logits.shape, generator=g) for _ in range(2)] + [logits])
+    boxes = torch.stack([(boxes + 0.05 * torch.randn(boxes.shape, generator=g)).clamp(0.05, 0.95) for _ in range(2)] + [boxes])
+    pred_masks = torch.randn(3, 6, 4, 5, generator=g) * 2
+    calls = []
+
+    def segment(batch_idx, query_idx):
+        calls.append(len(batch_idx))
+        return pred_masks[batch_idx, query_idx]
+
+    criterion = SetCriterion(NUM_CLASSES, HungarianMatcher(1.0, 5.0, 2.0), no_object_weight=0.1)
+    ours = criterion({"pred_logits": logits, "pred_boxes": boxes, "pred_masks": segment}, targets)
+    oracle = hf.ImageLoss(hf.HungarianMatcher(1.0, 5.0, 2.0), NUM_CLASSES, eos_coef=0.1, losses=["labels", "boxes", "masks"])
+    auxiliary = [{"logits": logits[i], "pred_boxes": boxes[i]} for i in range(2)]
+    with torch.no_grad():
+        theirs = oracle(
+            {"logits": logits[-1], "pred_boxes": boxes[-1], "pred_masks": pred_masks, "auxiliary_outputs": auxiliary},
+            _hf_targets(targets),
+        )
+    weights = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0, "loss_mask": 1.0, "loss_dice": 1.0}
+    expected = {k: weights[k.rsplit("_", 1)[0] if k[-1].isdigit() else k] * v.item() for k, v in theirs.items() if k in ours}
+    assert set(ours) == set(expected) == {f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0", "_1")} | {
+        "loss_mask", "loss_dice"
+    }
+    for name, value in expected.items():
+        assert ours[name].item() == pytest.approx(value, rel=1e-5), name
+    assert calls == [6]  # the mask "head" runs once, on the 6 matched pairs of the last layer
