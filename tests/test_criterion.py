@@ -3,7 +3,6 @@ and its "assigned" entry (known targets, e.g. DN-DETR's denoising queries), whic
 matched losses when handed the matcher's own pairs. The whole forward is checked against
 HuggingFace's ImageLoss in test_losses_against_huggingface.py, query groups against
 independent DETRs in test_query_groups.py."""
-import pytest
 import torch
 
 from detr_panoptic_d2.modeling import HungarianMatcher, SetCriterion
