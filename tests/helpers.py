@@ -138,17 +138,19 @@ def load_tool(name):
     return module
 
 
-def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0):
-    """Writes ``config.yaml`` (tiny_cfg for ``dataset``, test-time resize to 96..160 px) and
-    ``model.pth`` (random weights drawn from ``seed``) into ``folder`` for the command-line
-    tools. The no-object logit is biased down so every query predicts a real class: with
-    --confidence-threshold 0 all queries are kept. Returns (config path, weights path)."""
+def write_tiny_panoptic_model(folder, dataset="coco_2017_val_panoptic", seed=0, opts=()):
+    """Writes ``config.yaml`` (tiny_cfg for ``dataset``, test-time resize to 96..160 px,
+    ``opts`` ["KEY", value, ...] applied) and ``model.pth`` (random weights drawn from ``seed``)
+    into ``folder`` for the command-line tools. The no-object logit is biased down so every
+    query predicts a real class: with --confidence-threshold 0 all queries are kept.
+    Returns (config path, weights path)."""
 
     from detr_panoptic_d2.data.metadata import dataset_category_ids
 
     cfg = tiny_cfg(num_classes=len(dataset_category_ids(dataset)), dataset=dataset)
     cfg.INPUT.MIN_SIZE_TEST = 96
     cfg.INPUT.MAX_SIZE_TEST = 160
+    cfg.merge_from_list(list(opts))
     config, weights = os.path.join(folder, "config.yaml"), os.path.join(folder, "model.pth")
     with open(config, "w", encoding="utf-8") as f:
         f.write(cfg.dump())

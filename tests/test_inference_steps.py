@@ -59,6 +59,7 @@ def test_steps_are_the_forward_pass_values(model):
         assert s.encoded.shape == (64, *grid) and torch.equal(s.encoded, out.memory[i, :, : grid[0], : grid[1]])
         assert torch.equal(s.box_embeddings, out.box_embeddings[-1, i]) and s.box_embeddings.shape == (n, 64)
         assert torch.equal(s.class_logits, out.logits[-1, i]) and torch.equal(s.boxes, out.boxes[-1, i])
+        assert torch.equal(s.layer_boxes, out.boxes[:, i]) and s.layer_boxes.shape == (2, n, 4)
         assert s.attention_maps.shape == (len(kept), 8, *grid)
         # Softmax over heads and cells: the valid cells hold all of each object's attention.
         assert torch.allclose(s.attention_maps.sum((1, 2, 3)), torch.ones(len(kept)), atol=1e-5)

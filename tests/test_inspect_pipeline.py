@@ -1,5 +1,6 @@
-"""The pipeline inspector: trace_pipeline records the model's own intermediate results, and
-tools/inspect_pipeline.py writes a page with one section per kept object."""
+"""The pipeline inspector: trace_pipeline records the model's own intermediate results (every
+decoder layer's boxes included, for both decoders), and tools/inspect_pipeline.py writes a page
+with one section per kept object, naming the model's real strides."""
 import re
 
 import numpy as np
@@ -7,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from detr_panoptic_d2.data.predictor_input import predictor_input
 from detr_panoptic_d2.inspection import trace_pipeline
 from detr_panoptic_d2.predict.cli import build_predictor, setup_inference_cfg
 from tests.helpers import load_tool, write_image, write_tiny_panoptic_model
 
 inspect_tool = load_tool("inspect_pipeline")
+ANCHOR_BOX_AWARE = ["MODEL.DETR.DECODER", "anchor", "MODEL.DETR.MASK_HEAD.BOX_AWARE", True, "MODEL.DETR.DEC_LAYERS", 3]
 
 
 @torch.no_grad()
@@ -37,6 +40,7 @@ def test_trace_records_the_models_own_intermediate_results(tmp_path):
     kept = ((probs.argmax(-1) != probs.shape[-1] - 1) & (probs.max(-1).values > 0)).nonzero()[:, 0].tolist()
     assert [o.query for o in trace.objects] == kept and len(kept) > 0
     grid = (-(-h // 32), -(-w // 32))
+    assert trace.stride == 32 and trace.mask_stride == 4
     assert trace.input_size == (h, w) and tuple(trace.encoded.shape) == (64, *grid)
     assert torch.allclose(trace.encoded, out.memory[0], atol=1e-5)
     masks = model.segment(out, torch.zeros(len(kept), dtype=torch.long), torch.tensor(kept))
@@ -52,14 +56,52 @@ def test_trace_records_the_models_own_intermediate_results(tmp_path):
     assert torch.equal(trace.panoptic_seg, panoptic.cpu()) and trace.segments_info == segments
 
 
-def test_inspect_pipeline_writes_a_page_per_image(tmp_path):
-    config, weights = write_tiny_panoptic_model(tmp_path)
+@pytest.mark.parametrize("opts", [[], ANCHOR_BOX_AWARE], ids=["vanilla", "anchor"])
+def test_layer_boxes_and_attention_maps_are_the_models_own(tmp_path, opts):
+    config, weights = write_tiny_panoptic_model(tmp_path, opts=opts)
+    predictor, _ = build_predictor(setup_inference_cfg(config, ["MODEL.WEIGHTS", weights], confidence_threshold=0.0))
+    with torch.no_grad():  # the anchor decoder's box offsets start at zero: make the layers' boxes differ
+        predictor.model.bbox_embed.layers[-1].weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+    image = np.asarray(Image.open(write_image(tmp_path / "a.png", 100, 140)))[:, :, ::-1].copy()
+    (steps,) = predictor.model.inference_steps([predictor_input(image, predictor.aug, predictor.input_format)])
+    trace = trace_pipeline(predictor, image)
+
+    model, out, _ = _model_outputs(predictor, image)
+    num_layers = 3 if opts else 2
+    assert out.boxes.shape[0] == trace.num_layers == num_layers
+    assert (out.boxes[0] - out.boxes[-1]).abs().min() > 1e-4
+    assert torch.equal(steps.layer_boxes, out.boxes[:, 0]) and torch.equal(steps.layer_boxes[-1], steps.boxes)
+    assert len(trace.objects) > 0
+    for obj in trace.objects:
+        cx, cy, bw, bh = out.boxes[:, 0, obj.query].unbind(-1)
+        corners = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * torch.tensor([140, 100] * 2)
+        assert obj.layer_boxes.shape == (num_layers, 4)
+        assert np.allclose(obj.layer_boxes, corners.numpy(), atol=1e-3)
+        assert np.array_equal(obj.layer_boxes[-1], obj.box)
+    # The page draws the mask head's maps, DETR's or box-aware alike.
+    kept = torch.tensor([obj.query for obj in trace.objects])
+    _, maps = model.segment_with_attention(out, torch.zeros_like(kept), kept)
+    h, w = trace.encoded.shape[-2:]
+    assert trace.box_aware == bool(opts)
+    for obj, expected in zip(trace.objects, maps):
+        assert torch.allclose(obj.attention, expected[:, :h, :w], atol=1e-5)
+
+
+def _write_pages(tmp_path, opts=()):
+    """Runs tools/inspect_pipeline.py with a tiny model (``opts`` applied) on a 100 x 140 image;
+    returns (the page's folder, its HTML)."""
+    config, weights = write_tiny_panoptic_model(tmp_path, opts=opts)
     image = write_image(tmp_path / "street.png", 100, 140)
     out = tmp_path / "pages"
     argv = ["--config-file", config, "--input", image, "--output", str(out), "--confidence-threshold", "0"]
     assert inspect_tool.main(argv + ["--opts", "MODEL.WEIGHTS", weights]) == 0
+    return out, (out / "street" / "index.html").read_text()
 
-    page = (out / "street" / "index.html").read_text()
+
+def test_inspect_pipeline_writes_a_page_per_image(tmp_path):
+    out, page = _write_pages(tmp_path)
+    config, weights = str(tmp_path / "config.yaml"), str(tmp_path / "model.pth")
+    image = str(tmp_path / "street.png")
     assert 'href="street/index.html"' in (out / "index.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)
     for name in sources:
@@ -74,6 +116,32 @@ def test_inspect_pipeline_writes_a_page_per_image(tmp_path):
     sections = re.findall(r'<section class="object" id="object-(\d+)">(.*?)</section>', page, re.S)
     assert num_kept > 0 and [int(k) for k, _ in sections] == list(range(num_kept))
     for k, body in sections:
-        expected = {f"object_{k}_{part}.png" for part in ("box", "attention", "mask_logits", "mask")}
+        expected = {f"object_{k}_{part}.png" for part in ("box", "layers", "attention", "mask_logits", "mask")}
         assert set(re.findall(r'<img src="([^"]+)"', body)) == expected
+        assert "box after decoder layer 1..2 (Transformer)" in body and "DETR&#x27;s maps" in body
     assert {"input.png", "encoded_pca.png", "encoded_norm.png", "panoptic.png"} <= set(sources)
+    assert "decoder Transformer (2 layers)" in page
+
+
+def test_page_of_an_anchor_box_aware_model_shows_every_layer_and_its_maps(tmp_path):
+    out, page = _write_pages(tmp_path, ANCHOR_BOX_AWARE)
+    assert "decoder AnchorTransformer (3 layers)" in page
+    sections = re.findall(r'<section class="object" id="object-(\d+)">(.*?)</section>', page, re.S)
+    assert len(sections) > 0
+    for k, body in sections:
+        assert "box after decoder layer 1..3 (AnchorTransformer)" in body
+        assert re.findall(r"layer (\d+) ", body) == ["1", "2", "3"]
+        assert "box-aware maps: each reads the object&#x27;s box embedding, its box and the pixel positions" in body
+        for part in ("layers", "attention"):
+            Image.open(out / "street" / f"object_{k}_{part}.png").verify()
+        assert Image.open(out / "street" / f"object_{k}_layers.png").size == (140, 100)
+
+
+@pytest.mark.parametrize("level, stride, other", [("res4", 16, 32), ("res5", 32, 16)])
+def test_captions_name_the_stride_of_the_level_the_transformer_reads(tmp_path, level, stride, other):
+    _, page = _write_pages(tmp_path, ["MODEL.DETR.IN_FEATURE", level])
+    # The network sees 96 x 134 px (shortest edge 96): the encoded grid has ceil(96 / s) rows.
+    assert f"encoded image 64 x {-(-96 // stride)} x {-(-134 // stride)} (d x H/{stride} x W/{stride})" in page
+    assert f"over the encoded image (H/{stride} x W/{stride};" in page
+    assert f"H/{other}" not in page
+    assert "H/4 x W/4" in page  # the mask logits' stride

@@ -1,4 +1,5 @@
-"""tools/run_demo.py's pieces: panoptic pictures of a dataset and the printed metrics table."""
+"""tools/run_demo.py's pieces: panoptic pictures of a dataset, the inspector's page of its first
+image and the printed block."""
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ from PIL import Image
 
 from detr_panoptic_d2.visualization import save_panoptic_visualizations
 
-from .helpers import keep_queries_, load_tool, register_tiny_shapes, tiny_cfg
+from .helpers import keep_queries_, load_tool, register_tiny_shapes, tiny_cfg, write_tiny_panoptic_model
 
 
 def test_pictures_show_input_prediction_and_ground_truth(tmp_path):
@@ -45,3 +46,20 @@ def test_demo_prints_every_metric():
     assert lines[2].split() == ["things", "3.0", "4.0", "5.0"]
     assert lines[3].split() == ["stuff", "6.0", "7.0", "8.0"]
     assert lines[4].split() == ["box", "AP", "12.3", "mask", "AP", "n/a", "mIoU", "56.8"]
+
+
+def test_demo_writes_and_prints_the_inspector_page_of_the_first_validation_image(tmp_path):
+    run_demo = load_tool("run_demo")
+    _, val = register_tiny_shapes(str(tmp_path), "shapes_inspected", num_train=1, num_val=2)
+    config, weights = write_tiny_panoptic_model(tmp_path, dataset=val)
+    opts = ["MODEL.WEIGHTS", weights, "MODEL.DETR.TEST.OBJECT_SCORE_THRESH", 0.0]
+    page = run_demo.inspect_first_image(config, opts, val, str(tmp_path / "inspection"))
+    first = os.path.splitext(os.path.basename(DatasetCatalog.get(val)[0]["file_name"]))[0]
+    assert page == str(tmp_path / "inspection" / first / "index.html")
+    with open(page, encoding="utf-8") as f:
+        assert '<section class="object" id="object-0">' in f.read()
+
+    text = run_demo.summary(val, ["3"], {}, ["vis/a.png"], page, "out/model_final.pth", 2.0)
+    lines = text.splitlines()
+    assert lines[0] == f"DETR panoptic on {val}, trained from scratch (3 iterations):"
+    assert lines[-4:] == ["  vis/a.png", f"Pipeline, step by step: {page}", "Checkpoint: out/model_final.pth", "Wall time: 2.0 min"]

@@ -10,13 +10,11 @@ Writes <output>/<image name>/index.html (open it in a browser) with its PNGs, an
 <output>/index.html linking the pages.
 """
 import argparse
-import os
 import sys
 
 from tqdm import tqdm
 
-from detr_panoptic_d2.data.image_io import read_image
-from detr_panoptic_d2.inspection import trace_pipeline, write_index_page, write_pipeline_page
+from detr_panoptic_d2.inspection import inspect_images
 from detr_panoptic_d2.predict.cli import add_inference_arguments, start_inference_tool
 
 
@@ -29,14 +27,7 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     paths, predictor, metadata = start_inference_tool(args)
-    pages = []
-    for path in tqdm(paths, desc="images", unit="img"):
-        image = read_image(path, format="BGR")
-        name = os.path.splitext(os.path.basename(path))[0]
-        trace = trace_pipeline(predictor, image)
-        write_pipeline_page(trace, image[:, :, ::-1], metadata, os.path.join(args.output, name), os.path.basename(path))
-        pages.append((name, os.path.basename(path)))
-    write_index_page(pages, args.output)
+    inspect_images(predictor, metadata, tqdm(paths, desc="images", unit="img"), args.output)
     return 0
 
 

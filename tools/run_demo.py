@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The built-in demo (`make demo`): trains DETR panoptic on the synthetic shapes dataset on
-the CPU, evaluates it on shapes_panoptic_val, draws a few validation images and prints the
-metrics.
+the CPU, evaluates it on shapes_panoptic_val, draws a few validation images, writes the
+pipeline inspector's page of the first one and prints the metrics.
 
     tools/run_demo.py [--config-file FILE [--config-file FILE ...]] [--num-vis 4] [KEY VALUE ...]
 
@@ -15,9 +15,12 @@ import argparse
 import os
 import time
 
+from detectron2.data import DatasetCatalog
 from detectron2.utils import comm
 
 from detr_panoptic_d2.engine import DetrTrainer, load_config, setup
+from detr_panoptic_d2.inspection import inspect_images
+from detr_panoptic_d2.predict.cli import build_predictor, setup_inference_cfg
 from detr_panoptic_d2.visualization import save_panoptic_visualizations
 
 DEFAULT_CONFIGS = ["configs/shapes/detr_R18_shapes.yaml"]
@@ -36,6 +39,30 @@ def format_results(results):
         rows.append(f"{label:<7}" + "".join(f"{get('panoptic_seg', m + suffix):>7}" for m in ("PQ", "SQ", "RQ")))
     rows.append(f"box AP {get('bbox', 'AP')}   mask AP {get('segm', 'AP')}   mIoU {get('sem_seg', 'mIoU')}")
     return "\n".join(rows)
+
+
+def summary(dataset, iterations, results, pictures, page, checkpoint, minutes):
+    """The block the demo prints: metrics on ``dataset`` after ``iterations`` (one string per
+    stage), the pictures' paths, the inspector's ``page``, the checkpoint and the wall time."""
+    return "\n".join(
+        [
+            f"DETR panoptic on {dataset}, trained from scratch ({' + '.join(iterations)} iterations):",
+            format_results(results),
+            "Pictures (input | prediction | ground truth):\n  " + "\n  ".join(pictures),
+            f"Pipeline, step by step: {page}",
+            f"Checkpoint: {checkpoint}",
+            f"Wall time: {minutes:.1f} min",
+        ]
+    )
+
+
+def inspect_first_image(config_file, opts, dataset, output_dir):
+    """Writes the pipeline inspector's page of the first image of ``dataset`` under
+    ``output_dir`` (``<output_dir>/<image name>/index.html``) for the model of ``config_file``
+    with ``opts`` (MODEL.WEIGHTS among them), as tools/inspect_pipeline.py does; returns its path."""
+    predictor, metadata = build_predictor(setup_inference_cfg(config_file, opts))
+    (page,) = inspect_images(predictor, metadata, [DatasetCatalog.get(dataset)[0]["file_name"]], output_dir)
+    return page
 
 
 def freezes_detector(config_file):
@@ -67,7 +94,8 @@ def main():
     start = time.time()
     previous_output, iterations = None, []
     for i, config_file in enumerate(configs):
-        cfg = setup(stage_args(args, config_file, previous_output, i == len(configs) - 1))
+        stage = stage_args(args, config_file, previous_output, i == len(configs) - 1)
+        cfg = setup(stage)
         trainer = DetrTrainer(cfg)
         trainer.resume_or_load(resume=False)
         results = trainer.train()
@@ -78,11 +106,11 @@ def main():
         cfg, trainer.model, dataset, os.path.join(cfg.OUTPUT_DIR, "visualizations"), args.num_vis
     )
     if comm.is_main_process():
-        print(f"\nDETR panoptic on {dataset}, trained from scratch ({' + '.join(iterations)} iterations):")
-        print(format_results(results))
-        print("Pictures (input | prediction | ground truth):\n  " + "\n  ".join(pictures))
-        print(f"Checkpoint: {os.path.join(cfg.OUTPUT_DIR, 'model_final.pth')}")
-        print(f"Wall time: {(time.time() - start) / 60:.1f} min")
+        checkpoint = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+        page = inspect_first_image(
+            stage.config_file, stage.opts + ["MODEL.WEIGHTS", checkpoint], dataset, os.path.join(cfg.OUTPUT_DIR, "inspection")
+        )
+        print("\n" + summary(dataset, iterations, results, pictures, page, checkpoint, (time.time() - start) / 60))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 the index page linking them.
 
 Sections: the input; the encoded image (3-component PCA as RGB, and per-position norm); per
-kept object its box and class, its M attention heat-maps over the encoded image, its mask
-logits after the FPN-style head and its binary mask; the final argmax panoptic map.
+kept object its box and class, its box after every decoder layer, its M attention heat-maps
+over the encoded image, its mask logits after the FPN-style head and its binary mask; the final
+argmax panoptic map. Grid sizes are named with the model's real strides.
 """
 import html
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 from detectron2.utils.visualizer import Visualizer
 from matplotlib import colormaps
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from ..data.metadata import class_names
 from ..visualization import draw_panoptic
@@ -57,9 +58,35 @@ def _heatmap_strip(maps, size, gap=4):
     return np.concatenate([part for tile in tiles for part in (tile, spacer)][:-1], axis=1)
 
 
-def _figure(name, caption):
+def layer_colours(num_layers):
+    """One colour per decoder layer, first to last along a ramp: num_layers x 3 uint8."""
+    return (colormaps["plasma"](np.linspace(0.0, 0.85, num_layers))[:, :3] * 255).astype(np.uint8)
+
+
+def draw_layer_boxes(image_rgb, layer_boxes):
+    """H x W x 3 uint8 with the L boxes (L x 4, x0 y0 x1 y1 in pixels) drawn in layer_colours,
+    thin, the last layer's bold."""
+    picture = Image.fromarray(np.ascontiguousarray(image_rgb))
+    draw = ImageDraw.Draw(picture)
+    last = len(layer_boxes) - 1
+    for layer, (box, colour) in enumerate(zip(layer_boxes, layer_colours(len(layer_boxes)))):
+        draw.rectangle([float(v) for v in box], outline=tuple(int(c) for c in colour), width=3 if layer == last else 1)
+    return np.asarray(picture)
+
+
+def _layer_legend(num_layers):
+    """HTML: a coloured swatch and "layer l" for each decoder layer, on its own line."""
+    items = "".join(
+        f'<span style="color:rgb({r},{g},{b})">&#9632;</span> layer {layer} '
+        for layer, (r, g, b) in enumerate(layer_colours(num_layers).tolist(), 1)
+    )
+    return f'<br><span class="legend">{items}(last bold)</span>'
+
+
+def _figure(name, caption, legend=""):
+    """HTML figure of the PNG ``name`` with a text ``caption`` and, after it, ``legend`` (HTML)."""
     caption = html.escape(caption)
-    return f'<figure><img src="{name}" alt="{caption}"><figcaption>{caption}</figcaption></figure>'
+    return f'<figure><img src="{name}" alt="{caption}"><figcaption>{caption}{legend}</figcaption></figure>'
 
 
 def write_pipeline_page(trace, image_rgb, metadata, out_dir, title):
@@ -83,11 +110,16 @@ def write_pipeline_page(trace, image_rgb, metadata, out_dir, title):
     save("encoded_norm.png", _enlarge(_colorize(norm, "magma", float(norm.min()), float(norm.max())), big))
     save("panoptic.png", draw_panoptic(image_rgb, trace.panoptic_seg, trace.segments_info, metadata))
 
-    d = trace.encoded.shape[0]
+    d, s, num_layers = trace.encoded.shape[0], trace.stride, trace.num_layers
+    if trace.box_aware:
+        maps = "box-aware maps: each reads the object's box embedding, its box and the pixel positions"
+    else:
+        maps = "DETR's maps: each reads the object's box embedding and the encoded image"
     body = [
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Network input {trace.input_size[1]} x {trace.input_size[0]} px; encoded image {d} x {grid[0]} x "
-        f"{grid[1]} (d x H/32 x W/32); {len(trace.objects)} of {trace.num_queries} queries kept.</p>",
+        f"{grid[1]} (d x H/{s} x W/{s}); decoder {html.escape(trace.decoder)} ({num_layers} layers); "
+        f"{len(trace.objects)} of {trace.num_queries} queries kept.</p>",
         '<section id="input"><h2>Input and encoded image</h2>',
         _figure("input.png", "input image"),
         _figure("encoded_pca.png", "encoded image: 3 principal components as RGB"),
@@ -108,13 +140,19 @@ def write_pipeline_page(trace, image_rgb, metadata, out_dir, title):
             f"box x0={x0:.0f} y0={y0:.0f} x1={x1:.0f} y1={y1:.0f}</p>",
             _figure(save(f"object_{k}_box.png", boxed), "box and class"),
             _figure(
+                save(f"object_{k}_layers.png", draw_layer_boxes(image_rgb, obj.layer_boxes)),
+                f"box after decoder layer 1..{num_layers} ({trace.decoder})",
+                _layer_legend(num_layers),
+            ),
+            _figure(
                 save(f"object_{k}_attention.png", _heatmap_strip(obj.attention, tile)),
-                f"{obj.attention.shape[0]} attention heat-maps over the encoded image (heads 1..M, left to right)",
+                f"{obj.attention.shape[0]} attention heat-maps over the encoded image (H/{s} x W/{s}; heads 1..M, "
+                f"left to right); {maps}",
             ),
             _figure(
                 save(f"object_{k}_mask_logits.png", _enlarge(logits, (h, w))),
-                f"mask logits after the FPN-style head ({obj.mask_logits.shape[0]} x {obj.mask_logits.shape[1]}; "
-                f"blue < 0 < red, |max| {limit:.2f})",
+                f"mask logits after the FPN-style head ({obj.mask_logits.shape[0]} x {obj.mask_logits.shape[1]}, "
+                f"H/{trace.mask_stride} x W/{trace.mask_stride}; blue < 0 < red, |max| {limit:.2f})",
             ),
             _figure(save(f"object_{k}_mask.png", mask.get_image()), "binary mask (logits > 0)"),
             "</section>",

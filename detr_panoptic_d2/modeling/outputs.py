@@ -45,6 +45,9 @@ class ImageSteps:
     encoded: d x h x w, the encoded image (step 3);
     box_embeddings: N x d, the last decoder layer's output (step 4);
     class_logits: N x (K+1) and boxes: N x 4, normalized cx, cy, w, h (step 5);
+    layer_boxes: L x N x 4, every decoder layer's boxes (L decoder layers, the same format;
+        layer_boxes[-1] is boxes): an anchor-box decoder's refined anchors, a vanilla
+        decoder's box head read on each layer's output;
     queries: N' long, the kept queries in ascending order; classes, scores: N', their best real
         class and its probability;
     attention_maps: N' x M x h x w (step 6); None for a box-only model or a mask head without;
@@ -63,6 +66,7 @@ class ImageSteps:
     box_embeddings: torch.Tensor
     class_logits: torch.Tensor
     boxes: torch.Tensor
+    layer_boxes: torch.Tensor
     queries: torch.Tensor
     classes: torch.Tensor
     scores: torch.Tensor

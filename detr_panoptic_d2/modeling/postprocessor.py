@@ -158,6 +158,7 @@ class DetrPostProcessor(nn.Module):
                     box_embeddings=out.box_embeddings[-1, i].float(),
                     class_logits=image["logits"],
                     boxes=image["boxes"],
+                    layer_boxes=out.boxes[:, i].float(),
                     queries=queries,
                     classes=image["classes"][queries],
                     scores=image["scores"][queries],
