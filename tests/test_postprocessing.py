@@ -202,7 +202,7 @@ class _PaddingNoiseMaskHead(torch.nn.Module):
         super().__init__()
         self.cells = cells
 
-    def forward(self, queries, batch_idx, memory, memory_mask, projected, features):
+    def forward(self, queries, batch_idx, memory, memory_mask, projected, features, boxes=None, pos=None):
         out = 50 * torch.randn(len(queries), *memory.shape[-2:]).sign()
         h, w = self.cells.shape[-2:]
         out[:, :h, :w] = self.cells[queries[:, 0].long()]
