@@ -63,3 +63,15 @@ def test_demo_writes_and_prints_the_inspector_page_of_the_first_validation_image
     lines = text.splitlines()
     assert lines[0] == f"DETR panoptic on {val}, trained from scratch (3 iterations):"
     assert lines[-4:] == ["  vis/a.png", f"Pipeline, step by step: {page}", "Checkpoint: out/model_final.pth", "Wall time: 2.0 min"]
+
+
+def test_demo_trains_in_float32_on_a_cpu_without_native_bfloat16(monkeypatch):
+    """The recipe's bfloat16 training is several times slower where the CPU emulates bfloat16:
+    there the demo turns SOLVER.AMP.ENABLED off, unless the user set it."""
+    tool = load_tool("run_demo")
+    monkeypatch.setattr(tool, "cpu_has_bfloat16", lambda: False)
+    assert tool.without_slow_bfloat16(["SOLVER.MAX_ITER", "10"]) == ["SOLVER.MAX_ITER", "10", "SOLVER.AMP.ENABLED", "False"]
+    assert tool.without_slow_bfloat16(["SOLVER.AMP.ENABLED", "True"]) == ["SOLVER.AMP.ENABLED", "True"]
+    for native in (True, None):  # native bfloat16, or /proc/cpuinfo unreadable: the recipe as it is
+        monkeypatch.setattr(tool, "cpu_has_bfloat16", lambda native=native: native)
+        assert tool.without_slow_bfloat16(["SOLVER.MAX_ITER", "10"]) == ["SOLVER.MAX_ITER", "10"]
