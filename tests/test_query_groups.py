@@ -88,3 +88,26 @@ def test_stage_two_refuses_groups_and_accepts_a_stage_one_trained_with_them(tmp_
     cfg.MODEL.DETR.TRAIN_QUERY_GROUPS = 0
     with pytest.raises(ValueError, match="TRAIN_QUERY_GROUPS\\) must be >= 1, got 0"):
         build_model(cfg)
+
+
+def test_a_checkpoint_with_the_former_training_only_keys_loads_under_the_present_ones(tmp_path):
+    """Checkpoints written when the query groups, denoising queries and semantic head were
+    attributes of the model itself (keys group_query_embed.*, denoising.*, encoder_semantic.*)
+    load into their components."""
+    opts = ["MODEL.DETR.TRAIN_QUERY_GROUPS", 2, "MODEL.DETR.DN.GROUPS", 2, "MODEL.DETR.ENCODER_SEMANTIC_WEIGHT", 1.0]
+    trained, fresh = tiny_model_with_every_output(opts, seed=1), tiny_model_with_every_output(opts, seed=2)
+    former = {"training_queries.group_query_embed.": "group_query_embed.", "training_queries.denoising.": "denoising.",
+              "criterion.encoder_semantic.": "encoder_semantic."}
+    state = {}
+    for key, value in trained.state_dict().items():
+        for new, old in former.items():
+            key = old + key[len(new):] if key.startswith(new) else key
+        state[key] = value
+    assert {"group_query_embed.weight", "denoising.label_embed.weight", "encoder_semantic.classifier.weight"} <= state.keys()
+    torch.save({"model": state}, tmp_path / "former.pth")
+    checkpointer = DetrCheckpointer(fresh)
+    checkpointer.load_complete(str(tmp_path / "former.pth"))
+    assert not checkpointer.incompatible.unexpected_keys
+    for key, value in trained.state_dict().items():
+        # Exact by construction: a copy of the same tensors.
+        assert torch.equal(fresh.state_dict()[key], value), key

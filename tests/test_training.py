@@ -175,7 +175,7 @@ def test_resume_continues_at_the_saved_iteration_and_schedule(tiny_shapes, tmp_p
     second.register_hooks([record])
     second.resume_or_load(resume=True)
     assert second.start_iter == 4
-    assert "group_query_embed.weight" in saved["model"]
+    assert "training_queries.group_query_embed.weight" in saved["model"]
     for name, value in second.model.state_dict().items():
         # Exact by construction: resumed tensors and optimizer state are copies of the saved ones.
         assert torch.equal(value, saved["model"][name]), name
