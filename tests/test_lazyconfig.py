@@ -26,6 +26,8 @@ PAIRS = {
     "R50_boxes": ("configs/coco/detr_R50_boxes.py", "configs/coco/detr_R50_boxes.yaml"),
     "R50_joint": ("configs/coco/detr_R50_joint.py", "configs/coco/detr_R50_joint.yaml"),
     "R18_shapes": ("configs/shapes/detr_R18_shapes.py", "configs/shapes/detr_R18_shapes.yaml"),
+    "R18_shapes_anchor": ("configs/shapes/detr_R18_shapes_anchor.py", "configs/shapes/detr_R18_shapes_anchor.yaml"),
+    "R50_anchor_joint": ("configs/coco/detr_R50_anchor_joint.py", "configs/coco/detr_R50_anchor_joint.yaml"),
 }
 
 
